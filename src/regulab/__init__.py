@@ -1,0 +1,9 @@
+"""regulab: dropout and the other regularizers, correct, fast and measured."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import errors  # noqa: E402
+from .errors import DatasetError, RegulabError, SpecError, StudyError  # noqa: E402
+
+__all__ = ["__version__", "errors", "RegulabError", "SpecError", "DatasetError", "StudyError"]
