@@ -87,10 +87,10 @@ def load(source: str | os.PathLike = "mnist1d", *, n_train: int | None = None,
         (torch.float32, (500, 1, 8, 8), torch.int64)
         >>> s.meta["class_counts"]["test"]
         [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]
-        >>> load("mnist")
+        >>> load("digts")
         Traceback (most recent call last):
         ...
-        regulab.errors.DatasetError: data.load: source must be a built-in dataset name (mnist1d, digits, breast_cancer, wine, mnist5k) or the path of a .npz file, .csv file or IDX folder, got 'mnist'; did you mean 'mnist1d'?
+        regulab.errors.DatasetError: data.load: source must be a built-in dataset name (mnist1d, digits, breast_cancer, wine, mnist5k) or the path of a .npz file, .csv file or IDX folder, got 'digts'; did you mean 'digits'?
     """
     _check_options(n_train, val_fraction, seed, standardize, label_column)
     if isinstance(source, str) and source in BUILTINS:
