@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import errors  # noqa: E402
+from . import errors, nn, ops  # noqa: E402
 from .errors import DatasetError, RegulabError, SpecError, StudyError  # noqa: E402
 
-__all__ = ["__version__", "errors", "RegulabError", "SpecError", "DatasetError", "StudyError"]
+__all__ = ["__version__", "errors", "nn", "ops", "RegulabError", "SpecError", "DatasetError", "StudyError"]

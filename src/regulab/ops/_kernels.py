@@ -1,0 +1,114 @@
+"""numba CPU kernels on the counter-based bits of :mod:`regulab.ops._rng`.
+
+One pass over memory, parallel over blocks, threads capped by
+``torch.get_num_threads()``. Arithmetic stays in uint32 lanes (every
+intermediate is cast back to ``uint32``) so LLVM vectorises the hash.
+Every kernel here has a torch reference and tests compare the two bit for bit.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from numba import float32, njit, prange, uint32
+
+from ._rng import GOLDEN, M1, M2, MASK32
+
+__all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK"]
+
+BLOCK = 1 << 15  # elements per parallel work item; divides 2^32
+_M1, _M2 = np.uint32(M1), np.uint32(M2)
+
+
+@njit(inline="always")
+def _mix32(x):
+    x = uint32(x ^ (x >> uint32(16)))
+    x = uint32(x * _M1)
+    x = uint32(x ^ (x >> uint32(15)))
+    x = uint32(x * _M2)
+    return uint32(x ^ (x >> uint32(16)))
+
+
+@njit(inline="always")
+def block_keys(start, k1):
+    """(low word of ``start``, hashed high word) for a run that stays below the next 2^32 boundary."""
+    off = uint32(start & MASK32)
+    hk = uint32(uint32(((start >> 32) * GOLDEN) & MASK32) ^ k1)
+    return off, hk
+
+
+@njit(inline="always")
+def bits_at(j, off, k0, hk):
+    """The 32-bit word of counter ``start + j`` given ``block_keys(start, k1)``."""
+    lo = uint32(uint32(j) + off)
+    return _mix32(uint32(_mix32(uint32(lo ^ k0)) + hk))
+
+
+@njit
+def _fill(x, out, start, k0, k1, t, s):
+    off, hk = block_keys(start, k1)
+    z = x.dtype.type(0)
+    for j in range(x.size):
+        # x·0 (not a literal 0) for dropped elements: NaN/inf/-0.0 behave as in torch
+        out[j] = x[j] * (s if bits_at(j, off, k0, hk) >= t else z)
+
+
+@njit(inline="always")
+def for_each_block(n_members, row):
+    """Number of work items and blocks per member row for a (n_members, row) view."""
+    per_row = (row + BLOCK - 1) // BLOCK
+    return n_members * per_row, per_row
+
+
+@njit(parallel=True, cache=True)
+def _masked_scale(x, out, k0, k1, thresh, scale, row):
+    """out[i] = x[i]·scale[m] if bits(i) >= thresh[m] else x[i]·0, with m = i // row."""
+    nitems, per_row = for_each_block(thresh.size, row)
+    for b in prange(nitems):
+        m = b // per_row
+        st = m * row + (b % per_row) * BLOCK
+        sp = min(st + BLOCK, (m + 1) * row)
+        cut = min(sp, ((st >> 32) + 1) << 32)  # the high word changes at multiples of 2^32
+        _fill(x[st:cut], out[st:cut], st, k0, k1, thresh[m], scale[m])
+        if cut < sp:
+            _fill(x[cut:sp], out[cut:sp], cut, k0, k1, thresh[m], scale[m])
+
+
+_NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def supported(x: torch.Tensor) -> bool:
+    """The numba fast path handles CPU float32/float64 tensors."""
+    return x.device.type == "cpu" and x.dtype in _NUMBA_DTYPES
+
+
+_threads = [None]
+
+
+def set_threads() -> None:
+    """Cap numba's threads at torch's current setting (cheap when unchanged)."""
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if _threads[0] != n:
+        numba.set_num_threads(n)
+        _threads[0] = n
+
+
+def as_array(t: torch.Tensor) -> np.ndarray:
+    """Flat numpy view sharing memory with a contiguous CPU tensor."""
+    return t.detach().view(-1).numpy()
+
+
+def masked_scale(x: torch.Tensor, out: torch.Tensor, k0: int, k1: int,
+                 thresh: np.ndarray, scale: np.ndarray) -> None:
+    """Run the dropout kernel on contiguous ``x`` into contiguous ``out`` (may alias ``x``).
+
+    ``thresh`` (uint32) and ``scale`` (x's dtype) have one entry per member row;
+    ``x`` is viewed as (len(thresh), -1).
+    """
+    set_threads()
+    xa, oa = as_array(x), as_array(out)
+    _masked_scale(xa, oa, np.uint32(k0), np.uint32(k1), thresh, scale.astype(xa.dtype, copy=False),
+                  xa.size // len(thresh))
+
+
+del float32

@@ -1,0 +1,172 @@
+"""Inverted dropout on counter-based random bits; the mask is never stored.
+
+Srivastava et al. 2014, "Dropout: A Simple Way to Prevent Neural Networks from
+Overfitting". In training ``y = x·m/(1−p)`` with ``m ~ Bernoulli(1−p)``; in
+eval ``y`` is the input object itself.
+
+The keep decision of element ``i`` is ``bits(seed, i) >= round(p·2^32)``
+(:mod:`regulab.ops._rng`). One 64-bit seed is drawn per call from torch's
+generator; backward applies the same mask to the gradient by recomputing it
+from that seed, so nothing per-element is saved.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._validate import PROB, check, check_p, register
+from ..errors import format_error
+from . import _kernels
+from ._rng import bits_ref, draw_seed, keep_threshold, mix_seed
+
+__all__ = ["dropout", "masked_scale", "masked_scale_ref"]
+
+register("dropout", "p", PROB)
+_REF_CHUNK = 1 << 22  # elements per chunk of the torch reference (bounds its int64 temporaries)
+
+
+def _scales(p: float, p_member: Tensor | None, dtype: torch.dtype, n: int) -> tuple[np.ndarray, Tensor]:
+    """Per-member (uint32 drop thresholds, scales in ``dtype``).
+
+    The scalar scale is computed exactly as torch's eager CPU dropout does
+    (``ones.div_(1 − p)`` in the input dtype), so kept values match torch bit for bit.
+    """
+    if p_member is None:
+        thresh = np.array([min(keep_threshold(p), 2**32 - 1)], dtype=np.uint32)
+        return thresh, torch.ones(1, dtype=dtype).div_(1 - p)
+    pm = p_member.detach().to("cpu", torch.float64)
+    thresh = np.minimum(np.rint(pm.numpy() * 2.0**32), 2**32 - 1).astype(np.uint32)
+    scale = torch.where(pm < 1, 1.0 / (1.0 - pm), torch.zeros_like(pm)).to(dtype)
+    return thresh, scale
+
+
+def masked_scale_ref(x: Tensor, seed: int, p: float, p_member: Tensor | None = None) -> Tensor:
+    """Plain torch reference of the kernel (any device and dtype); returns a new contiguous tensor."""
+    thresh, scale = _scales(p, p_member, x.dtype, x.numel())
+    members = len(thresh)
+    flat = x.contiguous().view(members, -1)  # (M, K)
+    out = torch.empty_like(flat)
+    k = flat.shape[1]
+    for m in range(members):
+        s, t = scale[m].to(x.device), int(thresh[m])
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        for c0 in range(0, k, _REF_CHUNK):
+            c1 = min(k, c0 + _REF_CHUNK)
+            keep = bits_ref(seed, m * k + c0, c1 - c0, device=x.device) >= t
+            out[m, c0:c1] = flat[m, c0:c1] * torch.where(keep, s, zero)
+    return out.view(x.shape)
+
+
+def _run(x: Tensor, out: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
+    """Fill contiguous ``out`` (may alias contiguous ``x``) with the masked, scaled ``x``."""
+    if _kernels.supported(x):
+        thresh, scale = _scales(p, p_member, x.dtype, x.numel())
+        k0, k1 = mix_seed(seed)
+        _kernels.masked_scale(x, out, k0, k1, thresh, scale.numpy())
+    else:
+        out.copy_(masked_scale_ref(x, seed, p, p_member))
+    return out
+
+
+@torch.library.custom_op("regulab::masked_scale", mutates_args=())
+def masked_scale(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None = None) -> Tensor:
+    """``x`` times the seeded keep mask times 1/(1−p); linear in ``x``, so it is its own backward."""
+    xc = x.contiguous()
+    return _run(xc, torch.empty_like(xc), int(seed), p, p_member)
+
+
+@masked_scale.register_fake
+def _(x, seed, p, p_member=None):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    _, seed, p, p_member = inputs
+    # Only the 0-dim seed (and the tiny per-member rate vector) is saved: no mask.
+    ctx.save_for_backward(seed, p_member) if p_member is not None else ctx.save_for_backward(seed)
+    ctx.p = p
+
+
+def _backward(ctx, grad):
+    seed, *rest = ctx.saved_tensors
+    return masked_scale(grad, seed, ctx.p, rest[0] if rest else None), None, None, None
+
+
+masked_scale.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("regulab::masked_scale_", mutates_args=("x",))
+def _masked_scale_(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None = None) -> None:
+    if x.is_contiguous():
+        _run(x, x, int(seed), p, p_member)
+    else:
+        x.copy_(_run(x.contiguous(), torch.empty_like(x, memory_format=torch.contiguous_format),
+                     int(seed), p, p_member).view(x.shape))
+
+
+def _check_member_p(p: Tensor, x: Tensor) -> Tensor:
+    if p.dim() != 1 or x.dim() == 0 or p.shape[0] != x.shape[0]:
+        raise ValueError(format_error("dropout", "p", f"a float or a 1-D tensor of x.shape[0]={x.shape[0] if x.dim() else 0} per-member rates",
+                                      f"tensor of shape {tuple(p.shape)}"))
+    if p.numel() == 0:
+        return p
+    lo, hi = float(p.min()), float(p.max())
+    if not (0.0 <= lo and hi <= 1.0):
+        raise ValueError(format_error("dropout", "p", "in [0, 1] for every member", f"values in [{lo}, {hi}]"))
+    return p
+
+
+def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: bool = False, *,
+            generator: torch.Generator | None = None) -> Tensor:
+    """Inverted dropout with a seeded, mask-free kernel; a drop-in for ``F.dropout``.
+
+    Formula: ``y = x·m/(1−p)``, ``m ~ Bernoulli(1−p)`` in training; ``y = x`` (the same
+    object) when ``training`` is False, ``p == 0`` or ``x`` is empty; ``y = x·0`` when ``p == 1``.
+
+    Args:
+        x: input of any shape, stride, floating dtype and device.
+        p: drop probability in [0, 1]; or a 1-D tensor with one rate per leading-dim member
+            (stacked models: ``x`` of shape (M, ...), ``p`` of shape (M,)).
+        training: apply dropout (True) or return ``x`` unchanged.
+        inplace: write the result into ``x``.
+        generator: the torch generator the per-call seed is drawn from (default: torch's default CPU one).
+
+    Shape:
+        Input (*), output (*), same shape.
+
+    Returns:
+        The dropped-out tensor (``x`` itself when nothing is dropped or ``inplace``).
+
+    Examples:
+        >>> import torch, regulab
+        >>> _ = torch.manual_seed(0)
+        >>> y = regulab.ops.dropout(torch.ones(8), p=0.5)
+        >>> sorted(set(y.tolist())) == [0.0, 2.0]
+        True
+        >>> x = torch.ones(3)
+        >>> regulab.ops.dropout(x, 0.5, training=False) is x
+        True
+    """
+    p_member = None
+    if isinstance(p, Tensor):
+        p_member = _check_member_p(p, x)
+        p = 0.0
+    elif not isinstance(p, numbers.Real) or isinstance(p, bool):
+        check("dropout", "p", p, PROB)
+    else:
+        p = check_p("dropout", p)
+    if not training or x.numel() == 0 or (p_member is None and p == 0.0):
+        return x
+    if p_member is None and p == 1.0:
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return x.mul_(zero) if inplace else x.mul(zero)
+    seed = draw_seed(generator)
+    if not inplace:
+        return masked_scale(x, seed, p, p_member)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x.copy_(masked_scale(x, seed, p, p_member))  # autograd sees a copy: no mask kept
+    _masked_scale_(x, seed, p, p_member)
+    return x
