@@ -41,11 +41,10 @@ def cache_dir() -> Path:
     else ``~/.cache/regulab``.
 
     Examples:
-        >>> import os
-        >>> os.environ["REGULAB_CACHE_DIR"] = "/tmp/rl-cache"
-        >>> str(cache_dir())
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"REGULAB_CACHE_DIR": "/tmp/rl-cache"}):
+        ...     str(cache_dir())
         '/tmp/rl-cache'
-        >>> del os.environ["REGULAB_CACHE_DIR"]
     """
     if os.environ.get("REGULAB_CACHE_DIR"):
         return Path(os.environ["REGULAB_CACHE_DIR"]).expanduser()
