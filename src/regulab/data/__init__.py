@@ -98,8 +98,8 @@ def load(source: str | os.PathLike = "mnist1d", *, n_train: int | None = None,
         name, label = source, f"{_WHERE}: {source}"
     else:
         path = _resolve_path(source)
-        name, label = _name_of(path), f"{_WHERE}: {str(path)!r}"
-        arrays, test_note = _read_path(path, label_column)
+        label = f"{_WHERE}: {str(path)!r}"
+        arrays, test_note, name = _read_path(path, label_column)
         a = check_arrays(label, **arrays)
         x_tr, y_tr, x_te, y_te = (a[k] for k in ("x_train", "y_train", "x_test", "y_test"))
         if x_tr.ndim == 3:  # grayscale (N, H, W) -> (N, 1, H, W) for CNNs
@@ -153,20 +153,22 @@ def _name_of(path: Path) -> str:
     return path.name.removesuffix(".gz").removesuffix(".csv").removesuffix(".npz")
 
 
-def _read_path(path: Path, label_column: str) -> tuple[dict[str, np.ndarray], str]:
-    """Arrays of a file or IDX folder, and how its test split was made."""
+def _read_path(path: Path, label_column: str) -> tuple[dict[str, np.ndarray], str, str]:
+    """Arrays of a file or IDX folder, how its test split was made, and the dataset's name."""
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     if path.is_dir():
         if suffix in (".npz", ".csv", ".csv.gz"):
             raise DatasetError(f"{_WHERE}: {str(path)!r} is a folder, expected a {suffix} file")
-        return read_idx_folder(find_idx_folder(path, _WHERE), _WHERE), "official"
+        folder = find_idx_folder(path, _WHERE)
+        return read_idx_folder(folder, _WHERE), "official", _name_of(folder)
     if suffix == ".npz":
-        return read_npz(path, _WHERE), "official"
+        return read_npz(path, _WHERE), "official", _name_of(path)
     if suffix in (".csv", ".csv.gz"):
         x, y = read_csv(path, label_column, _WHERE)
         label = f"{_WHERE}: {str(path)!r}"
         x_tr, y_tr, x_te, y_te = carve_test(x, y, where=label)
-        return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, TEST_SPLIT_NOTE
+        arrays = {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
+        return arrays, TEST_SPLIT_NOTE, _name_of(path)
     hint = "; pass the folder that holds it" if "ubyte" in path.name else ""
     raise DatasetError(
         f"{_WHERE}: {str(path)!r} is not a supported file: expected a .npz or .csv(.gz) file, "

@@ -55,7 +55,7 @@ def find_idx_folder(root: Path, where: str) -> Path:
     for cand in (root, root / "raw"):
         if _idx_file(cand, images):
             return cand
-    found = sorted(p.parent for p in root.glob("*/raw") if _idx_file(p, images))
+    found = sorted(p for p in root.glob("*/raw") if _idx_file(p, images))  # <root>/<Name>/raw
     if len(found) == 1:
         return found[0]
     if found:
