@@ -140,7 +140,7 @@ def _resolve_path(source: object) -> Path:
             f"a built-in dataset name ({', '.join(BUILTINS)}) or the path of a .npz file, "
             ".csv file or IDX folder",
             text,
-            did_you_mean(text, BUILTINS),
+            did_you_mean(text.lower(), BUILTINS),
         )
     if not path.exists():
         raise DatasetError(f"{_WHERE}: {text!r} does not exist (no such file or folder)")
