@@ -1,0 +1,174 @@
+"""Multilayer perceptron: an ordinary ``nn.Module`` and its stacked twin.
+
+The MNIST-1D reference MLP (Greydanus 2020) is ``MLP(40, [100, 100], 10, residual=True)``:
+``h1 = relu(W1 x)``, ``h2 = h1 + relu(W2 h1)``, ``y = W3 h2``. A hidden layer gets the skip
+connection when ``residual`` and its input and output widths agree.
+
+Dropout (rate ``p``) follows every hidden block; input dropout (``input_p``) acts on the input.
+
+Examples:
+    >>> import torch
+    >>> from regulab.models.stacked import FlatParams, seeded_module
+    >>> make = lambda: MLP(40, [100, 100], 10)
+    >>> mods = [seeded_module(make, s) for s in (0, 1)]
+    >>> net = StackedMLP(mods[0], M=2); fl = FlatParams.from_modules(mods)
+    >>> x = torch.randn(2, 5, 40)                                    # (M, B, in)
+    >>> y = net.forward(fl.views(), x)                               # (M, B, C)
+    >>> torch.allclose(y[1], mods[1](x[1]), atol=1e-5)
+    True
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import dropout
+
+__all__ = ["MLP", "StackedMLP", "ACTIVATIONS"]
+
+ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "sigmoid": torch.sigmoid}
+
+
+class MLP(nn.Module):
+    """Ordinary MLP: ``in -> widths... -> num_classes`` with optional BatchNorm and residual blocks.
+
+    Args:
+        in_features: flattened input size.
+        widths: hidden widths.
+        num_classes: outputs.
+        activation: relu, tanh, gelu or sigmoid.
+        batchnorm: BatchNorm1d between each hidden linear layer and its activation.
+        residual: skip connection on hidden layers whose input and output widths agree.
+        p: dropout after each hidden block; input_p: dropout on the input.
+
+    Shape:
+        Input ``(B, *)`` (flattened to ``(B, in_features)``), output ``(B, num_classes)``.
+    """
+
+    def __init__(self, in_features: int, widths, num_classes: int, activation: str = "relu",
+                 batchnorm: bool = False, residual: bool = True, p: float = 0.0, input_p: float = 0.0) -> None:
+        super().__init__()
+        dims = [in_features, *widths]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(b) for b in dims[1:]) if batchnorm else None
+        self.head = nn.Linear(dims[-1], num_classes)
+        self.activation, self.residual = activation, residual
+        self.input_dropout, self.dropout = nn.Dropout(input_p), nn.Dropout(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = ACTIVATIONS[self.activation]
+        h = self.input_dropout(x.flatten(1))  # (B, in)
+        for i, lin in enumerate(self.hidden):
+            z = lin(h)
+            if self.norms is not None:
+                z = self.norms[i](z)
+            skip = self.residual and lin.in_features == lin.out_features
+            h = self.dropout(h + act(z) if skip else act(z))
+        return self.head(h)
+
+
+class StackedMLP:
+    """M members of one :class:`MLP` architecture, parameters as flat-buffer views.
+
+    ``forward`` is plain torch (autograd works through it, BatchNorm included);
+    ``forward_train``/``backward`` are a hand-written fast path (no BatchNorm) that
+    regenerates dropout masks from their seeds in backward instead of storing them.
+    """
+
+    def __init__(self, template: MLP, M: int) -> None:
+        self.M = M
+        self.act = template.activation
+        self.skips = [template.residual and l.in_features == l.out_features for l in template.hidden]
+        self.batchnorm = template.norms is not None
+        self.n_hidden = len(template.hidden)
+        self.manual = not self.batchnorm
+        self.bn_buffers = None
+        if self.batchnorm:  # running stats per member, (M, H)
+            self.bn_buffers = [(torch.zeros(M, n.num_features), torch.ones(M, n.num_features))
+                               for n in template.norms]
+
+    # -- generic path (autograd, eval, BatchNorm) ------------------------------------------------
+    def forward(self, P: list[torch.Tensor], x: torch.Tensor, *, shared=False, p=None, input_p=None,
+                training=False, generator=None) -> torch.Tensor:
+        """Logits ``(M, B, C)`` for inputs ``(M, B, *)``, or ``(B, *)`` seen by all members (``shared``)."""
+        act = ACTIVATIONS[self.act]
+        M = self.M
+        if shared:
+            h = x.reshape(x.shape[0], -1).expand(M, -1, -1)  # (M, B, in)
+        else:
+            h = x.reshape(M, x.shape[1], -1)  # (M, B, in)
+        if training and input_p is not None:
+            h = dropout(h, input_p, generator=generator)
+        for i in range(self.n_hidden):
+            W, b = P[2 * i], P[2 * i + 1]
+            z = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # (M, B, H)
+            if self.batchnorm:
+                z = self._bn(P, i, z, training)
+            a = act(z)
+            h = h + a if self.skips[i] else a
+            if training and p is not None:
+                h = dropout(h, p, generator=generator)
+        Wo, bo = P[-2], P[-1]
+        return torch.baddbmm(bo.unsqueeze(1), h, Wo.transpose(1, 2))  # (M, B, C)
+
+    def _bn(self, P, i, z, training):
+        M, B, H = z.shape
+        k = 2 * self.n_hidden + 2 * i
+        g, beta = P[k], P[k + 1]  # (M, H)
+        rm, rv = self.bn_buffers[i]
+        zt = z.transpose(0, 1).reshape(B, M * H)  # members as channels, (B, M*H)
+        out = F.batch_norm(zt, rm.view(-1), rv.view(-1), g.reshape(-1), beta.reshape(-1), training, 0.1, 1e-5)
+        return out.view(B, M, H).transpose(0, 1)  # (M, B, H)
+
+    # -- hand-written fast path ---------------------------------------------------------------
+    def forward_train(self, P, x, *, p=None, input_p=None, seeds=None):
+        """Training forward for ``x`` (M, B, in); returns ``(logits, ctx)`` for :meth:`backward`.
+
+        ``seeds`` is a callable returning a fresh ``torch.Generator`` per dropout call; the same
+        generator is rebuilt in backward so masks are never stored.
+        """
+        h = x.reshape(self.M, x.shape[1], -1)  # (M, B, in)
+        if input_p is not None:
+            h = dropout(h, input_p, generator=seeds()[1])
+        saved = []
+        for i in range(self.n_hidden):
+            W, b = P[2 * i], P[2 * i + 1]
+            z = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # (M, B, H)
+            a = torch.relu_(z) if self.act == "relu" else ACTIVATIONS[self.act](z)
+            out = h + a if self.skips[i] else a
+            seed = None
+            if p is not None:
+                seed, g = seeds()
+                out = dropout(out, p, inplace=self.skips[i], generator=g)  # h + a is a fresh tensor
+            saved.append((h, z, a, seed))
+            h = out
+        Wo, bo = P[-2], P[-1]
+        logits = torch.baddbmm(bo.unsqueeze(1), h, Wo.transpose(1, 2))  # (M, B, C)
+        return logits, (saved, h, p)
+
+    def backward(self, P, G, ctx, dlogits, seeds_again) -> None:
+        """Write parameter gradients into the views ``G`` given ``dlogits`` (M, B, C)."""
+        saved, h, p = ctx
+        Wo = P[-2]
+        torch.bmm(dlogits.transpose(1, 2), h, out=G[-2])  # (M, C, H)
+        torch.sum(dlogits, 1, out=G[-1])
+        gh = torch.bmm(dlogits, Wo)  # (M, B, H)
+        for i in reversed(range(self.n_hidden)):
+            h_in, z, a, seed = saved[i]
+            if seed is not None:
+                gh = dropout(gh, p, inplace=True, generator=seeds_again(seed))
+            if self.act == "relu":
+                gz = torch.where(a > 0, gh, 0.0)
+            elif self.act == "tanh":
+                gz = gh * (1 - a * a)
+            elif self.act == "sigmoid":
+                gz = gh * a * (1 - a)
+            else:
+                gz = torch.ops.aten.gelu_backward(gh, z)
+            W = P[2 * i]
+            torch.bmm(gz.transpose(1, 2), h_in, out=G[2 * i])  # (M, H, in)
+            torch.sum(gz, 1, out=G[2 * i + 1])
+            if i > 0:
+                gin = torch.bmm(gz, W)  # (M, B, in)
+                gh = gin.add_(gh) if self.skips[i] else gin
