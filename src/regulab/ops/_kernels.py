@@ -61,17 +61,18 @@ def for_each_block(n_members, row):
 
 
 @njit(parallel=True, cache=True)
-def _masked_scale(x, out, k0, k1, thresh, scale, row):
-    """out[i] = x[i]·scale[m] if bits(i) >= thresh[m] else x[i]·0, with m = i // row."""
+def _masked_scale(x, out, k0, k1, thresh, scale, row, base):
+    """out[i] = x[i]·scale[m] if bits(base + i) >= thresh[m] else x[i]·0, with m = i // row."""
     nitems, per_row = for_each_block(thresh.size, row)
     for b in prange(nitems):
         m = b // per_row
         st = m * row + (b % per_row) * BLOCK
         sp = min(st + BLOCK, (m + 1) * row)
-        cut = min(sp, ((st >> 32) + 1) << 32)  # the high word changes at multiples of 2^32
-        _fill(x[st:cut], out[st:cut], st, k0, k1, thresh[m], scale[m])
+        # the counter's high word changes at multiples of 2^32: split the block there
+        cut = min(sp, ((((base + st) >> 32) + 1) << 32) - base)
+        _fill(x[st:cut], out[st:cut], base + st, k0, k1, thresh[m], scale[m])
         if cut < sp:
-            _fill(x[cut:sp], out[cut:sp], cut, k0, k1, thresh[m], scale[m])
+            _fill(x[cut:sp], out[cut:sp], base + cut, k0, k1, thresh[m], scale[m])
 
 
 _NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
@@ -99,16 +100,17 @@ def as_array(t: torch.Tensor) -> np.ndarray:
 
 
 def masked_scale(x: torch.Tensor, out: torch.Tensor, k0: int, k1: int,
-                 thresh: np.ndarray, scale: np.ndarray) -> None:
+                 thresh: np.ndarray, scale: np.ndarray, base: int = 0) -> None:
     """Run the dropout kernel on contiguous ``x`` into contiguous ``out`` (may alias ``x``).
 
     ``thresh`` (uint32) and ``scale`` (x's dtype) have one entry per member row;
-    ``x`` is viewed as (len(thresh), -1).
+    ``x`` is viewed as (len(thresh), -1). Element ``i`` uses counter ``base + i``
+    (``base`` exists so tests can reach counters beyond 2^32 without 16 GB tensors).
     """
     set_threads()
     xa, oa = as_array(x), as_array(out)
     _masked_scale(xa, oa, np.uint32(k0), np.uint32(k1), thresh, scale.astype(xa.dtype, copy=False),
-                  xa.size // len(thresh))
+                  xa.size // len(thresh), np.int64(base))
 
 
 del float32

@@ -1,0 +1,303 @@
+"""Exact invariants, statistics and integration of regulab.ops.dropout / regulab.nn.Dropout."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import regulab
+from regulab.ops import _kernels, _rng
+from regulab.ops.dropout import masked_scale_ref
+
+FLOATS = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+def _scale(p, dtype):
+    return torch.ones((), dtype=dtype).div_(1 - p)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_every_element_is_zero_or_scaled(dtype, p):
+    x = torch.randn(1000, 7).to(dtype)
+    y = regulab.ops.dropout(x, p)
+    assert y.dtype == dtype and y.shape == x.shape
+    kept = y != 0
+    assert torch.equal(y[kept], x[kept] * _scale(p, dtype))
+    assert torch.allclose(y[kept].double(), x[kept].double() / (1 - p), rtol=1e-2 if dtype in FLOATS[2:] else 1e-6)
+    assert 0 < kept.sum() < x.numel()
+
+
+def test_kept_values_match_torch_bit_for_bit():
+    x = torch.randn(10000)
+    y, t = regulab.ops.dropout(x, 0.3), F.dropout(x, 0.3)
+    both = (y != 0) & (t != 0)
+    assert both.any() and torch.equal(y[both], t[both])
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_eval_returns_the_input_object(p):
+    x = torch.randn(5)
+    assert regulab.ops.dropout(x, p, training=False) is x
+    m = regulab.nn.Dropout(p).eval()
+    assert m(x) is x
+
+
+def test_p0_returns_input_object_and_empty_is_unchanged():
+    x = torch.randn(4, 4)
+    assert regulab.ops.dropout(x, 0.0) is x
+    e = torch.empty(0, 3)
+    assert regulab.ops.dropout(e, 0.5) is e
+
+
+def test_p1_gives_x_times_zero_like_torch():
+    x = torch.tensor([1.0, -2.0, float("nan"), float("inf")])
+    y, t = regulab.ops.dropout(x, 1.0), F.dropout(x, 1.0)
+    assert torch.equal(torch.signbit(y), torch.signbit(t))
+    assert torch.equal(y.isnan(), t.isnan()) and (y[:2] == 0).all()
+    xi = x.clone()
+    assert regulab.ops.dropout(xi, 1.0, inplace=True) is xi and xi[0] == 0
+
+
+def test_nan_and_inf_propagate_like_torch_when_dropped():
+    x = torch.full((4096,), float("inf"))
+    y = regulab.ops.dropout(x, 0.5)
+    assert y.isnan().any() and y.isinf().any()  # dropped inf·0 = nan, kept stays inf
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.randn(64, 48).t(),
+    lambda: torch.randn(10, 20, 30)[:, ::2, 1:],
+    lambda: torch.randn(7).expand(5, 7),
+    lambda: torch.randn(()),
+])
+def test_any_shape_and_stride_matches_reference(make):
+    x = make()
+    torch.manual_seed(3)
+    y = regulab.ops.dropout(x, 0.4)
+    torch.manual_seed(3)
+    seed = int(_rng.draw_seed())
+    assert torch.equal(y, masked_scale_ref(x, seed, 0.4))
+    assert y.shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 31, 2**15 - 1, 2**15 + 17, 3 * 2**15 + 5])
+def test_kernel_equals_reference_bit_for_bit(dtype, n):
+    x = torch.randn(n, dtype=dtype)
+    seed = 987654321987
+    assert _kernels.supported(x)
+    assert torch.equal(regulab.ops.dropout.__globals__["masked_scale"](x, torch.tensor(seed), 0.37),
+                       masked_scale_ref(x, seed, 0.37))
+
+
+@pytest.mark.parametrize("base", [2**31 - 1000, 2**32 - 40000, 2**33 + 7, 2**40 - 5])
+def test_64_bit_counters_kernel_equals_reference(base):
+    """Counters beyond 2^31 and across 2^32 boundaries (what a > 2^31-element tensor uses)."""
+    n = 3 * _kernels.BLOCK + 11
+    x = torch.randn(n)
+    out = torch.empty_like(x)
+    seed = 42
+    k0, k1 = _rng.mix_seed(seed)
+    thresh = np.array([_rng.keep_threshold(0.5)], dtype=np.uint32)
+    _kernels.masked_scale(x, out, k0, k1, thresh, np.array([2.0], dtype=np.float32), base=base)
+    keep = _rng.bits_ref(seed, base, n) >= int(thresh[0])
+    assert torch.equal(out, x * torch.where(keep, 2.0, 0.0))
+
+
+def test_per_member_rates_kernel_equals_reference():
+    x = torch.randn(4, 3, 5000)
+    p = torch.tensor([0.0, 0.25, 0.9, 1.0])
+    torch.manual_seed(7)
+    y = regulab.ops.dropout(x, p)
+    torch.manual_seed(7)
+    seed = int(_rng.draw_seed())
+    assert torch.equal(y, masked_scale_ref(x, seed, 0.0, p))
+    assert torch.equal(y[0], x[0]) and (y[3] == 0).all()
+    frac = (y[1:3] != 0).float().mean(dim=(1, 2))
+    assert abs(frac[0] - 0.75) < 0.02 and abs(frac[1] - 0.1) < 0.02
+
+
+def test_per_member_rates_bad_shape_or_range():
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"dropout: p must be .*per-member"):
+        regulab.ops.dropout(x, torch.tensor([0.1, 0.2]))
+    with pytest.raises(ValueError, match=r"dropout: p must be in \[0, 1\] for every member"):
+        regulab.ops.dropout(x, torch.tensor([0.1, 0.2, 1.5, 0.0]))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.1, float("nan"), "0.5", None, True])
+def test_bad_p_is_a_house_style_error(bad):
+    with pytest.raises(ValueError, match=r"^dropout: p must be a number in \[0, 1\], got "):
+        regulab.ops.dropout(torch.randn(3), bad)
+    with pytest.raises(ValueError, match=r"^Dropout: p must be a number in \[0, 1\], got "):
+        regulab.nn.Dropout(bad)
+
+
+def test_reproducible_under_manual_seed_and_generator():
+    x = torch.randn(1000)
+    torch.manual_seed(11)
+    a = regulab.ops.dropout(x, 0.5)
+    torch.manual_seed(11)
+    b = regulab.ops.dropout(x, 0.5)
+    assert torch.equal(a, b)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    state = torch.get_rng_state()
+    c, d = regulab.ops.dropout(x, 0.5, generator=g1), regulab.ops.dropout(x, 0.5, generator=g2)
+    assert torch.equal(c, d)
+    assert torch.equal(state, torch.get_rng_state())  # an explicit generator leaves the global one alone
+
+
+def test_consecutive_calls_and_layers_get_different_masks():
+    x = torch.ones(10000)
+    m1, m2 = regulab.nn.Dropout(0.5), regulab.nn.Dropout(0.5)
+    masks = [m1(x) != 0, m1(x) != 0, m2(x) != 0]
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
+
+
+# --- statistics (seeded; tolerances stated) ---------------------------------------------
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_keep_fraction_within_5_binomial_sigmas(p):
+    n = 10**6
+    kept = int((regulab.ops.dropout(torch.ones(n), p) != 0).sum())
+    sigma = math.sqrt(n * p * (1 - p))
+    assert abs(kept - n * (1 - p)) < 5 * sigma
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
+def test_mean_is_preserved(p):
+    x = torch.full((10**6,), 3.0, dtype=torch.float64)
+    y = regulab.ops.dropout(x, p)
+    se = 3.0 * math.sqrt(p / (1 - p)) / math.sqrt(x.numel())  # sd of y is 3·sqrt(p/(1-p))
+    assert abs(float(y.mean()) - 3.0) < 5 * se
+
+
+def _corr(a, b):
+    return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
+
+
+def test_no_correlation_between_calls_neighbours_and_adjacent_seeds():
+    n = 10**6
+    bound = 5 / math.sqrt(n)  # |r| of independent samples is ~N(0, 1/n)
+    x = torch.ones(n)
+    a, b = regulab.ops.dropout(x, 0.5) != 0, regulab.ops.dropout(x, 0.5) != 0
+    assert abs(_corr(a, b)) < bound
+    assert abs(_corr(a[:-1], a[1:])) < bound  # neighbouring elements
+    assert abs(_corr(a[:-2**15], a[2**15:])) < bound  # same offset in the next block
+    s0 = _rng.bits_ref(1000, 0, n) >= 2**31
+    s1 = _rng.bits_ref(1001, 0, n) >= 2**31
+    assert abs(_corr(s0, s1)) < bound  # seeds s and s+1
+
+
+# --- autograd -------------------------------------------------------------------------------
+
+def test_gradcheck_float64():
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    g = torch.Generator()
+
+    def f(t):
+        g.manual_seed(0)  # the same mask on every evaluation
+        return regulab.ops.dropout(t, 0.4, generator=g)
+
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+
+
+def test_backward_applies_the_same_mask():
+    x = torch.randn(5000, requires_grad=True)
+    y = regulab.ops.dropout(x, 0.5)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, (y != 0).float() * 2.0)
+
+
+def test_nothing_but_the_seed_is_saved_for_backward():
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    x = torch.randn(1 << 16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = regulab.ops.dropout(x * 1.0, 0.5)  # x*1.0 saves nothing either (scalar mul)
+    y.sum().backward()
+    assert [tuple(t.shape) for t in saved] == [()]
+    assert saved[0].dtype == torch.int64  # the 64-bit seed: 8 bytes for the whole tensor
+
+
+def test_no_grad_inference_mode_and_requires_grad_variants():
+    x = torch.randn(100)
+    with torch.no_grad():
+        assert not regulab.ops.dropout(x.requires_grad_(), 0.5).requires_grad
+    with torch.inference_mode():
+        xi = torch.randn(100)
+        y = regulab.ops.dropout(xi, 0.5)
+        assert ((y == 0) | (y == xi * 2)).all()
+        regulab.ops.dropout(xi, 0.5, inplace=True)
+
+
+def test_inplace_writes_into_input_with_and_without_autograd():
+    x = torch.randn(1000)
+    x0 = x.clone()
+    y = regulab.ops.dropout(x, 0.5, inplace=True)
+    assert y is x and ((x == 0) | (x == x0 * 2)).all() and (x == 0).any()
+    nc = torch.randn(20, 30).t()
+    nc0 = nc.clone()
+    regulab.ops.dropout(nc, 0.5, inplace=True)
+    assert ((nc == 0) | (nc == nc0 * 2)).all()
+    leaf = torch.randn(1000, requires_grad=True)
+    h = leaf * 1.0
+    out = regulab.ops.dropout(h, 0.5, inplace=True)
+    assert out is h
+    out.sum().backward()
+    assert torch.equal(leaf.grad, (h != 0).float() * 2)
+
+
+def test_threads_are_capped_by_torch():
+    import numba
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        regulab.ops.dropout(torch.randn(1 << 16), 0.5)
+        assert numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- drop-in parity and integration -------------------------------------------------------
+
+def test_repr_state_dict_and_train_eval_parity_with_torch():
+    for p, inplace in [(0.5, False), (0.2, True)]:
+        ours, theirs = regulab.nn.Dropout(p, inplace), nn.Dropout(p, inplace)
+        assert repr(ours) == repr(theirs)
+        assert ours.state_dict() == {} == theirs.state_dict()
+
+
+def _mlp(drop):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 20), nn.ReLU(), drop(0.3), nn.Linear(20, 20), nn.ReLU(), drop(0.5), nn.Linear(20, 3))
+
+
+def test_replacing_every_dropout_gives_identical_eval_outputs():
+    theirs, ours = _mlp(nn.Dropout), _mlp(nn.Dropout)
+    for i, m in enumerate(ours):
+        if isinstance(m, nn.Dropout):
+            ours[i] = regulab.nn.Dropout(m.p)
+    x = torch.randn(8, 10)
+    assert torch.equal(theirs.eval()(x), ours.eval()(x))
+    ours.load_state_dict(theirs.state_dict())  # same keys: nothing new in the state_dict
+
+
+def test_cuda_or_other_devices_use_the_reference(monkeypatch):
+    # The reference path is what non-CPU devices and half dtypes take: same bits as the kernel.
+    x = torch.randn(3000)
+    torch.manual_seed(1)
+    a = regulab.ops.dropout(x, 0.5)
+    monkeypatch.setattr(_kernels, "supported", lambda t: False)
+    torch.manual_seed(1)
+    b = regulab.ops.dropout(x, 0.5)
+    assert torch.equal(a, b)
