@@ -86,7 +86,7 @@ def test_standardisation_is_fitted_on_train_only(tmp_path):
     std[std == 0] = 1
     for part in ("x_train", "x_val", "x_test"):
         expect = ((getattr(raw, part).double() - mean) / std).float()
-        assert torch.allclose(getattr(s, part), expect, atol=1e-6), part
+        assert torch.allclose(getattr(s, part), expect, atol=1e-5), part
     assert torch.all(s.x_train[:, 2] == 0)  # constant feature: centred, not divided by 0
     assert torch.isfinite(s.x_test).all()
 

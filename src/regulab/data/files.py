@@ -140,7 +140,9 @@ def read_npz(path: Path, where: str) -> dict[str, np.ndarray]:
         f = np.load(path, allow_pickle=False)
     except ValueError:  # numpy falls back to unpickling what is neither .npy nor .npz
         raise bad("not a NumPy .npz archive") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except OSError as e:
+        raise DatasetError(f"{where}: cannot read {str(path)!r} ({e.strerror or e})") from None
+    except (EOFError, zipfile.BadZipFile) as e:
         raise bad(str(e) or type(e).__name__) from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise bad("a single .npy array, not an .npz archive with named arrays")
