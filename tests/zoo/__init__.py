@@ -1,0 +1,1 @@
+"""Model zoo for ``regulab doctor`` tests: factories of broken and clean models."""
