@@ -98,6 +98,9 @@ def test_damaged_cache_is_regenerated_atomically(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
     builtin.mnist1d_arrays()
     assert calls == [1]
+    path.write_bytes(path.read_bytes()[:1000])  # a real archive, cut short
+    builtin.mnist1d_arrays()
+    assert calls == [1, 1]
 
 
 def test_generation_leaves_global_random_state_alone(tmp_path, monkeypatch):

@@ -258,6 +258,10 @@ def test_npz_not_an_archive(tmp_path):
     p = tmp_path / "x.npz"
     p.write_text("hello")
     assert _msg(p) == f"data.load: '{p}' is not a valid .npz dataset (not a NumPy .npz archive)"
+    np.savez(p, x_train=np.zeros((5, 2)), y_train=np.zeros(5), x_test=np.zeros((5, 2)),
+             y_test=np.zeros(5))
+    p.write_bytes(p.read_bytes()[:300])  # a real archive, cut short
+    assert _msg(p).startswith(f"data.load: '{p}' is not a valid .npz dataset (")
     with open(p, "wb") as f:
         np.save(f, np.zeros(3))
     assert _msg(p) == (f"data.load: '{p}' is not a valid .npz dataset (a single .npy array, "

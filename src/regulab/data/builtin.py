@@ -23,6 +23,7 @@ import importlib.util
 import os
 import random
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -78,9 +79,10 @@ def _generate_mnist1d() -> Arrays:
 
 def _read_cache(path: Path) -> Arrays | None:
     try:
-        with np.load(path, allow_pickle=False) as f:
+        # Our own handle: np.load leaks its file when the archive is damaged.
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             arrays = tuple(f[k] for k in _MNIST1D_KEYS)
-    except (OSError, ValueError, KeyError, EOFError, zlib.error):
+    except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile):
         return None  # missing or damaged: regenerate
     x, y, xt, yt = arrays
     if x.shape != (4000, 40) or xt.shape != (1000, 40) or y.shape != (4000,) or yt.shape != (1000,):

@@ -133,15 +133,22 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 def read_npz(path: Path, where: str) -> dict[str, np.ndarray]:
     """The four arrays of a ``.npz`` file, loaded with ``allow_pickle=False``."""
+    try:
+        # Our own handle: np.load leaks its file when the archive is damaged.
+        with open(path, "rb") as fh:
+            return _read_npz_handle(fh, path, where)
+    except OSError as e:
+        raise DatasetError(f"{where}: cannot read {str(path)!r} ({e.strerror or e})") from None
+
+
+def _read_npz_handle(fh, path: Path, where: str) -> dict[str, np.ndarray]:
     def bad(why: str) -> DatasetError:
         return DatasetError(f"{where}: {str(path)!r} is not a valid .npz dataset ({why})")
 
     try:
-        f = np.load(path, allow_pickle=False)
+        f = np.load(fh, allow_pickle=False)
     except ValueError:  # numpy falls back to unpickling what is neither .npy nor .npz
         raise bad("not a NumPy .npz archive") from None
-    except OSError as e:
-        raise DatasetError(f"{where}: cannot read {str(path)!r} ({e.strerror or e})") from None
     except (EOFError, zipfile.BadZipFile) as e:
         raise bad(str(e) or type(e).__name__) from None
     if not isinstance(f, np.lib.npyio.NpzFile):
@@ -162,7 +169,7 @@ def read_npz(path: Path, where: str) -> dict[str, np.ndarray]:
                     raise bad(f"{k} holds Python objects, which are never unpickled; "
                               "store plain numeric arrays") from None
                 raise bad(f"{k}: {e}") from None
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            except (EOFError, zipfile.BadZipFile, zlib.error) as e:
                 raise bad(f"{k} is damaged: {e or type(e).__name__}") from None
     return out
 
