@@ -84,7 +84,7 @@ def test_any_shape_and_stride_matches_reference(make):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n", [1, 31, 2**15 - 1, 2**15 + 17, 3 * 2**15 + 5])
+@pytest.mark.parametrize("n", [1, 31, 2**15 - 1, 2**15 + 17, 3 * 2**15 + 5, _kernels.PARALLEL_MIN + 12345])
 def test_kernel_equals_reference_bit_for_bit(dtype, n):
     x = torch.randn(n, dtype=dtype)
     seed = 987654321987
@@ -93,10 +93,10 @@ def test_kernel_equals_reference_bit_for_bit(dtype, n):
                        masked_scale_ref(x, seed, 0.37))
 
 
+@pytest.mark.parametrize("n", [3 * _kernels.BLOCK + 11, _kernels.PARALLEL_MIN + 7])  # serial and parallel
 @pytest.mark.parametrize("base", [2**31 - 1000, 2**32 - 40000, 2**33 + 7, 2**40 - 5])
-def test_64_bit_counters_kernel_equals_reference(base):
+def test_64_bit_counters_kernel_equals_reference(base, n):
     """Counters beyond 2^31 and across 2^32 boundaries (what a > 2^31-element tensor uses)."""
-    n = 3 * _kernels.BLOCK + 11
     x = torch.randn(n)
     out = torch.empty_like(x)
     seed = 42
@@ -107,8 +107,9 @@ def test_64_bit_counters_kernel_equals_reference(base):
     assert torch.equal(out, x * torch.where(keep, 2.0, 0.0))
 
 
-def test_per_member_rates_kernel_equals_reference():
-    x = torch.randn(4, 3, 5000)
+@pytest.mark.parametrize("row", [5000, _kernels.PARALLEL_MIN // 8 + 3])
+def test_per_member_rates_kernel_equals_reference(row):
+    x = torch.randn(4, 3, row)
     p = torch.tensor([0.0, 0.25, 0.9, 1.0])
     torch.manual_seed(7)
     y = regulab.ops.dropout(x, p)
@@ -262,7 +263,7 @@ def test_threads_are_capped_by_torch():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        regulab.ops.dropout(torch.randn(1 << 16), 0.5)
+        regulab.ops.dropout(torch.randn(_kernels.PARALLEL_MIN), 0.5)  # parallel path
         assert numba.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -60,8 +60,7 @@ def for_each_block(n_members, row):
     return n_members * per_row, per_row
 
 
-@njit(parallel=True, cache=True)
-def _masked_scale(x, out, k0, k1, thresh, scale, row, base):
+def _masked_scale_py(x, out, k0, k1, thresh, scale, row, base):
     """out[i] = x[i]·scale[m] if bits(base + i) >= thresh[m] else x[i]·0, with m = i // row."""
     nitems, per_row = for_each_block(thresh.size, row)
     for b in prange(nitems):
@@ -73,6 +72,12 @@ def _masked_scale(x, out, k0, k1, thresh, scale, row, base):
         _fill(x[st:cut], out[st:cut], base + st, k0, k1, thresh[m], scale[m])
         if cut < sp:
             _fill(x[cut:sp], out[cut:sp], base + cut, k0, k1, thresh[m], scale[m])
+
+
+# Small tensors run on the calling thread: waking a thread pool costs more than it saves.
+PARALLEL_MIN = 1 << 18
+_masked_scale_par = njit(parallel=True, cache=True)(_masked_scale_py)
+_masked_scale_ser = njit(cache=True)(_masked_scale_py)
 
 
 _NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
@@ -107,9 +112,13 @@ def masked_scale(x: torch.Tensor, out: torch.Tensor, k0: int, k1: int,
     ``x`` is viewed as (len(thresh), -1). Element ``i`` uses counter ``base + i``
     (``base`` exists so tests can reach counters beyond 2^32 without 16 GB tensors).
     """
-    set_threads()
     xa, oa = as_array(x), as_array(out)
-    _masked_scale(xa, oa, np.uint32(k0), np.uint32(k1), thresh, scale.astype(xa.dtype, copy=False),
+    if xa.size >= PARALLEL_MIN:
+        set_threads()
+        kernel = _masked_scale_par
+    else:
+        kernel = _masked_scale_ser
+    kernel(xa, oa, np.uint32(k0), np.uint32(k1), thresh, scale.astype(xa.dtype, copy=False),
                   xa.size // len(thresh), np.int64(base))
 
 

@@ -1,0 +1,47 @@
+"""Shared timing helpers for the benchmarks (not tests).
+
+Competitors are timed *interleaved* (one call of each per round) so that the
+noise of a shared machine hits them alike; we report medians and ratios.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def median_seconds(fns: dict[str, Callable[[], object]], repeats: int = 9, warmup: int = 2,
+                   inner: int = 1) -> dict[str, float]:
+    """Median wall seconds of one call of each function, measured interleaved."""
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                f()
+            times[k].append((time.perf_counter() - t0) / inner)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def environment() -> dict[str, object]:
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+    }
+
+
+def emit(name: str, result: dict[str, object]) -> None:
+    """Print the benchmark's one JSON line."""
+    print(json.dumps({"bench": name, **result, "env": environment()}, sort_keys=False))
