@@ -39,6 +39,7 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.RMSNorm,
 )
 SELECT = OneOf(("weights", "all"))
+_UNUSED = object()  # the strength a subclass does not have (L1 has no l2)
 
 for _where, _param in (("l1_penalty", "strength"), ("l2_penalty", "strength"), ("l1l2_penalty", "l1"),
                        ("l1l2_penalty", "l2"), ("L1", "l1"), ("L2", "l2"), ("L1L2", "l1"), ("L1L2", "l2")):
@@ -177,8 +178,8 @@ class _Penalty:
 
     def __init__(self, l1, l2, select) -> None:
         where = type(self).__name__
-        self.l1 = check_strength(where, "l1", l1, NONNEG) if l1 is not None else 0.0
-        self.l2 = check_strength(where, "l2", l2, NONNEG) if l2 is not None else 0.0
+        self.l1 = 0.0 if l1 is _UNUSED else check_strength(where, "l1", l1, NONNEG)
+        self.l2 = 0.0 if l2 is _UNUSED else check_strength(where, "l2", l2, NONNEG)
         self.select = _check_select(where, select)
 
     def __call__(self, weights) -> torch.Tensor:
@@ -227,7 +228,7 @@ class L1(_Penalty):
     """
 
     def __init__(self, l1=0.01, *, select="weights") -> None:
-        super().__init__(l1, None, select)
+        super().__init__(l1, _UNUSED, select)
 
     def _args(self) -> str:
         return f"l1={self.l1}"
@@ -252,7 +253,7 @@ class L2(_Penalty):
     """
 
     def __init__(self, l2=0.01, *, select="weights") -> None:
-        super().__init__(None, l2, select)
+        super().__init__(_UNUSED, l2, select)
 
     def _args(self) -> str:
         return f"l2={self.l2}"
