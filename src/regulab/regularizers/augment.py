@@ -4,7 +4,8 @@ Convention: ops act on tensors already in memory, one independent draw per sampl
 shared across channels; ``(B, L)`` or ``(B, C, L)`` signals. Every op takes ``training``
 (the input object itself is returned when False, as in eval-mode dropout) and
 ``generator=`` (same seed → same output). Draws are vectorised: no Python loop over samples.
-Image ops live in :mod:`regulab.regularizers.augment_image`, mixup/cutmix in
+Inputs stacked for M members, ``(M, B, ...)``, are augmented per sample by flattening
+them to ``(M·B, ...)`` first. Image ops live in :mod:`regulab.regularizers.augment_image`, mixup/cutmix in
 :mod:`regulab.regularizers.mixing`.
 """
 from __future__ import annotations

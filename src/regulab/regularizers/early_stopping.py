@@ -52,12 +52,13 @@ class EarlyStoppingState:
     stop: torch.Tensor
 
     @classmethod
-    def initial(cls, members: int | None = None) -> EarlyStoppingState:
-        """The state before the first epoch: shape ``()``, or ``(members,)``."""
+    def initial(cls, members: int | None = None, device: torch.device | str | None = None) -> EarlyStoppingState:
+        """The state before the first epoch: shape ``()``, or ``(members,)``, on ``device`` (default CPU)."""
         shape = () if members is None else (check("EarlyStoppingState", "members", members, Interval(1, math.inf, "left", True)),)
-        zeros = torch.zeros(shape, dtype=torch.int64)
-        return cls(torch.full(shape, math.nan, dtype=torch.float64), torch.zeros(shape, dtype=torch.bool),
-                   zeros, zeros, zeros, torch.zeros(shape, dtype=torch.bool))
+        zeros = torch.zeros(shape, dtype=torch.int64, device=device)
+        return cls(torch.full(shape, math.nan, dtype=torch.float64, device=device),
+                   torch.zeros(shape, dtype=torch.bool, device=device), zeros, zeros, zeros,
+                   torch.zeros(shape, dtype=torch.bool, device=device))
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class EarlyStoppingRule:
 
     def update(self, state: EarlyStoppingState, epoch: int, value) -> tuple[EarlyStoppingState, torch.Tensor]:
         """One epoch end. Members already stopped, and epochs before ``start_from_epoch``, are left unchanged."""
-        value = torch.as_tensor(value, dtype=torch.float64).expand(state.best.shape)  # () or (M,)
+        value = torch.as_tensor(value, dtype=torch.float64, device=state.best.device).expand(state.best.shape)  # () or (M,)
         active = ~state.stop
         if epoch < self.start_from_epoch:
             return state, torch.zeros_like(active)

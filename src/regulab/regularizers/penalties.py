@@ -11,7 +11,7 @@ weight must be stacked ``(M, ...)`` and the penalty is per member, shape ``(M,)`
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import nn
