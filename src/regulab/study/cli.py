@@ -1,0 +1,115 @@
+"""``regulab study``: run a study from a TOML spec (or the default study) and print a summary.
+
+With no arguments it runs the default study (MNIST-1D, the reference MLP, 11 arms × 3 seeds)
+into ``./regulab-study``; re-running the same command resumes and reuses finished runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import SpecError, did_you_mean
+
+__all__ = ["register", "run", "build_spec"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("study", help="run a regularization study (default: MNIST-1D, reference MLP)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", nargs="?", help="study spec (TOML); default: the built-in default study")
+    p.add_argument("--dataset", help="dataset name or path (overrides spec dataset.name)")
+    p.add_argument("--model", help="mlp, cnn1d, cnn2d, path/to/file.py:factory or package.module:factory")
+    p.add_argument("--arms", help="comma-separated subset of the spec's arms to run")
+    p.add_argument("--seeds", type=int, help="number of seeds per arm")
+    p.add_argument("--epochs", type=int, help="epochs per run")
+    p.add_argument("--out", help="study folder (default: ./regulab-study)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--address", help="Ray cluster address: auto or HOST:PORT (default: a local Ray instance)")
+    p.add_argument("--resume", metavar="DIR", help="continue the study in DIR with its stored spec")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+def build_spec(args) -> dict:
+    """The spec dict: the stored spec (--resume), the TOML file, or the default; then the flags."""
+    import json
+    import tomllib
+
+    from .spec import DEFAULT_SPEC
+
+    if args.resume:
+        from .store import open_results
+
+        data = open_results(args.resume).spec
+    elif args.spec:
+        path = Path(args.spec)
+        if not path.is_file():
+            raise SpecError(f"study: spec must be an existing TOML file, got {args.spec!r}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError(f"study: {args.spec} must be valid TOML, got {e}") from None
+    else:
+        data = json.loads(json.dumps(DEFAULT_SPEC))
+    if args.dataset:
+        data.setdefault("dataset", {})["name"] = args.dataset
+    if args.model:
+        data["model"] = {"kind": args.model}
+    if args.seeds is not None:
+        data["seeds"] = args.seeds
+    if args.epochs is not None:
+        data["epochs"] = args.epochs
+    if args.arms:
+        arms = data.get("arms", {"baseline": {}})
+        chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
+        for a in chosen:
+            if a not in arms:
+                hint = did_you_mean(a, arms)
+                raise SpecError(f"study: --arms must name arms of the spec ({', '.join(arms)}), got {a!r}"
+                                + (f"; {hint}" if hint else ""))
+        data["arms"] = {a: arms[a] for a in chosen}
+        data["sweep"] = [s for s in data.get("sweep", []) if s.get("arm") in (None, *chosen)]
+    return data
+
+
+def run(args) -> int:
+    from .api import Study
+
+    data = build_spec(args)
+    out = args.resume or args.out or "regulab-study"
+    study = Study(data, out=out, executor=args.executor, address=args.address, quiet=args.quiet)
+    res = study.run()
+    print_summary(res, quiet=args.quiet)
+    _after_study(res.study_dir)
+    return 0
+
+
+def print_summary(res, quiet: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .api import summary_rows
+
+    table = Table(title=res.spec.get("name", "study"))
+    for col, just in (("arm", "left"), ("runs", "right"), ("test accuracy (mean ± sd)", "right"),
+                      ("best epoch", "right"), ("failed", "right")):
+        table.add_column(col, justify=just)
+    for r in summary_rows(res):
+        acc = "—" if r["mean"] is None else f"{100 * r['mean']:.1f} ± {100 * (r['sd'] or 0):.1f} %"
+        be = "—" if r["best_epoch"] is None else f"{r['best_epoch']:.0f}"
+        table.add_row(r["arm"], str(r["runs"]), acc, be, str(r["failed"]))
+    console = Console(file=sys.stdout)
+    console.print(table)
+    console.print(f"study folder: {res.study_dir.resolve()}")
+
+
+def _after_study(study_dir) -> None:
+    """Hook: write the study report when :mod:`regulab.report` provides ``write_report``."""
+    try:
+        from ..report import write_report
+    except ImportError:
+        return
+    path = write_report(study_dir)
+    if path:
+        print(f"report: {path}")

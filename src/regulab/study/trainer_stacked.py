@@ -1,0 +1,299 @@
+"""Stacked trainer: the M runs of a group train together as one batched model.
+
+Parameters of all members live in one flat buffer (:class:`~regulab.models.FlatParams`);
+activations are ``(M, B, H)``. Each member keeps its own parameters, optimizer state,
+data order, dropout masks and rate (a per-member ``p`` tensor into ``regulab.ops.dropout``),
+penalties, label smoothing, noise, augmentation and early-stopping state. A member that
+stops early or diverges is *frozen*: its parameters and optimizer state are restored after
+every step, and its best weights are kept.
+
+The trainer knows nothing of the store: at commit points it calls ``on_commit(rows,
+statuses)`` after which the caller persists :meth:`state` and the rows.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..models import FlatParams, build, seeded_module
+from ..regularizers import (
+    coupled_decay_, decoupled_decay_, gaussian_noise, l1l2_penalty, label_smoothing_cross_entropy, max_norm_, mixup,
+)
+from . import _common
+from .augment import apply_augment
+from .plan import Group
+from .spec import Spec
+
+__all__ = ["StackedTrainer"]
+
+
+class StackedTrainer:
+    """Train one group of runs as a stacked model (see the module docstring)."""
+
+    def __init__(self, group: Group, spec: Spec, data, *, eval_chunk: int = 2048) -> None:
+        self.group, self.spec, self.data = group, spec, data
+        runs = group.runs
+        self.M = M = len(runs)
+        md = build(spec.model.kind, spec.model.model_dump(), data.input_shape, data.num_classes)
+        self.make = md.make
+        mods = [seeded_module(md.make, r.seed) for r in runs]
+        self.net = md.stacked(mods[0], M)
+        self.fl = FlatParams.from_modules(mods)
+        self.grad = self.fl.like()
+        self.leaves = self.fl.leaves(self.fl.flat, self.grad)
+        self.w_leaves = [lf for lf, b in zip(self.leaves, self.fl.blocks) if b.is_weight]
+        self.P, self.G = self.fl.views(), self.fl.views(self.grad)
+        a = [r.arm_cfg for r in runs]
+        t = lambda k, default=0.0: torch.tensor([float(x[k] if x[k] is not None else default) for x in a])  # noqa: E731
+        self.p, self.input_p = t("p"), t("input_p")
+        self.l1, self.l2, self.wd = t("l1"), t("l2"), t("weight_decay")
+        self.c, self.eps, self.sigma = t("max_norm", _common.BIG), t("label_smoothing"), t("input_noise")
+        self.mix = [(m, x["mixup"]) for m, x in enumerate(a) if x["mixup"] > 0]
+        self.aug = [x["augment"] for x in a]
+        self.es = [_common.EarlyStopper(x["early_stopping"]) if x["early_stopping"] else None for x in a]
+        self.eval_chunk = eval_chunk
+        # optimizer state (flat, like the parameters)
+        self.m1 = self.fl.like()
+        self.m2 = self.fl.like() if spec.optimizer.name in ("adam", "adamw") else None
+        self.step_count = 0
+        self.epoch = 0  # epochs completed
+        # member bookkeeping
+        self.active = torch.ones(M, dtype=torch.bool)
+        self.snap = [self.fl.flat.clone(), self.m1.clone(), None if self.m2 is None else self.m2.clone()]
+        self.best = self.fl.flat.clone()
+        self.best_info = [dict(epoch=0, val_acc=-math.inf, val_loss=math.inf, train_loss=None, train_acc=None)
+                          for _ in range(M)]
+        self.failed: dict[int, str] = {}
+        self.stopped = [0] * M
+
+    # -- one epoch ---------------------------------------------------------------------------------
+    def _gen(self, *parts) -> torch.Generator:
+        return _common.gen(self.group.key, *parts)
+
+    def train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train every member one epoch; returns per-member (mean loss, std of minibatch losses)."""
+        spec, M, e = self.spec, self.M, self.epoch
+        xs, ys = self.data.x_train, self.data.y_train
+        n, B = len(ys), spec.batch_size
+        perm = torch.stack([_common.order(r.seed, e, n) for r in self.group.runs])  # (M, N)
+        steps = math.ceil(n / B)
+        losses = torch.empty(steps, M)
+        lr = _common.lr_at(spec.optimizer, e, spec.epochs)
+        any_p, any_ip = bool(self.p.any()), bool(self.input_p.any())
+        for s in range(steps):
+            idx = perm[:, s * B:(s + 1) * B].reshape(-1)  # (M*b,)
+            b = idx.numel() // M
+            x = xs.index_select(0, idx).view(M, b, *xs.shape[1:])  # (M, b, *in)
+            y = ys.index_select(0, idx).view(M, b)
+            losses[s] = self._step(x, y, lr, e, s, any_p, any_ip)
+        mean = losses.mean(0)
+        std = losses.std(0) if steps > 1 else torch.zeros(M)
+        return mean, std
+
+    def _step(self, x, y, lr, e, s, any_p, any_ip) -> torch.Tensor:
+        M, C = self.M, self.data.num_classes
+        g = self._gen("step", e, s)
+        x = apply_augment(x, self.aug, g)
+        if bool(self.sigma.any()):
+            x = gaussian_noise(x, self.sigma, generator=g)
+        target = y
+        if self.mix:
+            target = F.one_hot(y, C).float()  # (M, b, C)
+            x = x.clone()
+            for m, alpha in self.mix:
+                r = mixup(x[m], y[m], alpha, generator=g)
+                x[m], target[m] = r.inputs, r.soft_targets(C)
+        p = self.p if any_p else None
+        ip = self.input_p if any_ip else None
+        if self.net.manual:
+            calls = iter(range(1 << 30))
+
+            def seeds():  # one generator per dropout call; rebuilt from (e, s, j) in backward
+                j = next(calls)
+                return j, self._gen("drop", e, s, j)
+
+            logits, ctx = self.net.forward_train(self.P, x, p=p, input_p=ip, seeds=seeds)
+        else:
+            logits = self.net.forward(self.leaves, x, p=p, input_p=ip, training=True, generator=g)
+        lg = logits.detach().requires_grad_(True)
+        with torch.enable_grad():
+            eps = self.eps if bool(self.eps.any()) else 0.0
+            lm = label_smoothing_cross_entropy(lg, target, eps)  # (M,)
+            lm.sum().backward()
+        if self.net.manual:
+            self.net.backward(self.P, self.G, ctx, lg.grad, lambda j: self._gen("drop", e, s, j))
+        else:
+            self.grad.zero_()
+            logits.backward(lg.grad)
+        lm = lm.detach()
+        if bool(self.l1.any()) or bool(self.l2.any()):
+            W = [lf.detach() for lf in self.w_leaves]
+            lm = lm + l1l2_penalty(W, self.l1, self.l2)
+            coupled_decay_(self.w_leaves, 2 * self.l2)  # grad of l2·Σw² is 2·l2·w
+            if bool(self.l1.any()):
+                for w in self.w_leaves:  # grad of l1·Σ|w|
+                    w.grad.add_(torch.sign(w.detach()) * self.fl.member_scale(self.l1, w))
+        self._optimizer_step(lr)
+        return lm
+
+    @torch.no_grad()
+    def _optimizer_step(self, lr: float) -> None:
+        opt, flat, g = self.spec.optimizer, self.fl.flat, self.grad
+        if bool(self.wd.any()):
+            decoupled_decay_(self.w_leaves, lr, self.wd)
+        self.step_count += 1
+        if self.m2 is not None:  # Adam, as torch.optim.Adam (single-tensor path)
+            b1, b2 = opt.betas
+            self.m1.lerp_(g, 1 - b1)
+            self.m2.mul_(b2).addcmul_(g, g, value=1 - b2)
+            bc1, bc2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
+            denom = (self.m2.sqrt() / math.sqrt(bc2)).add_(opt.eps)
+            flat.addcdiv_(self.m1, denom, value=-lr / bc1)
+        elif opt.name == "sgd":
+            flat.add_(g, alpha=-lr)
+        else:  # momentum / nesterov, as torch.optim.SGD
+            if self.step_count == 1:
+                self.m1.copy_(g)
+            else:
+                self.m1.mul_(opt.momentum).add_(g)
+            d = g.add(self.m1, alpha=opt.momentum) if opt.name == "nesterov" else self.m1
+            flat.add_(d, alpha=-lr)
+        if bool((self.c < _common.BIG).any()):
+            for w in self.w_leaves:
+                max_norm_(w.detach(), self.c, stacked=True)
+        frozen = ~self.active
+        if bool(frozen.any()):
+            for src, dst in zip(self.snap, (flat, self.m1, self.m2)):
+                if dst is not None:
+                    self.fl.member_rows(frozen, src, dst)
+
+    # -- evaluation --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, flat: torch.Tensor | None = None):
+        """Eval-mode per-member (mean cross-entropy, accuracy) on a shared dataset."""
+        P = self.fl.views(flat)
+        loss, correct = torch.zeros(self.M), torch.zeros(self.M)
+        for i in range(0, len(y), self.eval_chunk):
+            xc, yc = x[i:i + self.eval_chunk], y[i:i + self.eval_chunk]
+            logits = self.net.forward(P, xc, shared=True, training=False)  # (M, n, C)
+            lp = torch.log_softmax(logits, -1)
+            loss -= lp.gather(2, yc.expand(self.M, -1).unsqueeze(2)).squeeze(2).sum(1)
+            correct += (logits.argmax(-1) == yc).sum(1)
+        n = max(len(y), 1)
+        return loss / n, correct / n
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, on_commit=None, on_epoch=None, checkpoint_every: float | None = None) -> list[dict]:
+        """Train to the end (or until every member stopped); return the final rows per member."""
+        spec, d = self.spec, self.data
+        every = spec.checkpoint_every if checkpoint_every is None else checkpoint_every
+        pending, statuses, last = [], {}, time.monotonic()
+        while self.epoch < spec.epochs and bool(self.active.any()):
+            t0 = time.perf_counter()
+            tr_loss, tr_std = self.train_epoch()
+            c_loss, c_acc = self.evaluate(d.x_train, d.y_train)
+            v_loss, v_acc = self.evaluate(d.x_val, d.y_val)
+            self.epoch += 1
+            dt = time.perf_counter() - t0
+            lr = _common.lr_at(spec.optimizer, self.epoch - 1, spec.epochs)
+            was_active = self.active.clone()
+            for m, r in enumerate(self.group.runs):
+                if not was_active[m]:
+                    continue
+                pending.append(dict(run_id=r.run_id, epoch=self.epoch, train_loss=tr_loss[m].item(),
+                                    train_noise=tr_std[m].item(), clean_train_loss=c_loss[m].item(),
+                                    clean_train_acc=c_acc[m].item(), val_loss=v_loss[m].item(),
+                                    val_acc=v_acc[m].item(), lr=lr, epoch_time=dt))
+                self._member_epoch_end(m, r, tr_loss[m].item(), c_loss[m].item(), c_acc[m].item(),
+                                       v_loss[m].item(), v_acc[m].item(), statuses)
+            if on_epoch is not None:
+                on_epoch(self.epoch, dt)
+            done = self.epoch >= spec.epochs or not bool(self.active.any())
+            if on_commit is not None and (done or time.monotonic() - last >= every):
+                on_commit(pending, statuses)
+                pending, statuses, last = [], {}, time.monotonic()
+        if on_commit is not None and (pending or statuses):
+            on_commit(pending, statuses)
+        return self.finals()
+
+    def _member_epoch_end(self, m, r, tr_loss, c_loss, c_acc, v_loss, v_acc, statuses) -> None:
+        ok = all(math.isfinite(v) for v in (tr_loss, c_loss, v_loss))
+        if not ok or not bool(torch.isfinite(self.P[0][m]).all()):
+            self.failed[m] = f"diverged: non-finite loss at epoch {self.epoch} (train loss {tr_loss})"
+            statuses[r.run_id] = ("failed", self.failed[m])
+            self._freeze(m, zero=True)
+            return
+        info = self.best_info[m]
+        if self.spec.selection == "val_accuracy":
+            better = v_acc > info["val_acc"] or (v_acc == info["val_acc"] and v_loss < info["val_loss"])
+        else:
+            better = v_loss < info["val_loss"]
+        if better:
+            info.update(epoch=self.epoch, val_acc=v_acc, val_loss=v_loss, train_loss=c_loss, train_acc=c_acc)
+            self.fl.member_rows(torch.arange(self.M) == m, self.fl.flat, self.best)
+        es = self.es[m]
+        monitor = v_acc if es is not None and "acc" in es.cfg["monitor"] else v_loss
+        if es is not None and es.update(self.epoch - 1, monitor):
+            self._freeze(m)
+        if not self.active[m] or self.epoch >= self.spec.epochs:
+            self.stopped[m] = self.epoch
+
+    def _freeze(self, m: int, zero: bool = False) -> None:
+        sel = torch.arange(self.M) == m
+        self.active[m] = False
+        self.stopped[m] = self.epoch
+        if zero:  # a diverged member: keep NaN/inf out of later arithmetic
+            for buf in (self.fl.flat, self.m1, self.m2):
+                if buf is not None:
+                    for v in self.fl.views(buf):
+                        v[m] = 0.0
+        for src, dst in zip((self.fl.flat, self.m1, self.m2), self.snap):
+            if src is not None:
+                self.fl.member_rows(sel, src, dst)
+
+    def finals(self) -> list[dict]:
+        """Test metrics of each member's best weights, and its best-epoch summary."""
+        t_loss, t_acc = self.evaluate(self.data.x_test, self.data.y_test, self.best)
+        out = []
+        for m, r in enumerate(self.group.runs):
+            info = self.best_info[m]
+            out.append(dict(run_id=r.run_id, best_epoch=info["epoch"], stopped_epoch=self.stopped[m] or self.epoch,
+                            test_loss=t_loss[m].item(), test_acc=t_acc[m].item(),
+                            best_val_loss=info["val_loss"] if info["epoch"] else None,
+                            best_val_acc=info["val_acc"] if info["epoch"] else None,
+                            train_loss_at_best=info["train_loss"], train_acc_at_best=info["train_acc"],
+                            failed=self.failed.get(m)))
+        return out
+
+    def member_weights(self, m: int) -> dict[str, torch.Tensor]:
+        """Best weights of member ``m`` under the ordinary module's parameter names."""
+        return self.fl.member_state(m, self.best)
+
+    # -- checkpoint state --------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything needed to continue exactly: (tensors, JSON-able scalars)."""
+        tensors = {"flat": self.fl.flat, "m1": self.m1, "best": self.best, "snap0": self.snap[0],
+                   "snap1": self.snap[1]}
+        if self.m2 is not None:
+            tensors.update(m2=self.m2, snap2=self.snap[2])
+        info = {"epoch": self.epoch, "step_count": self.step_count, "active": self.active.tolist(),
+                "failed": {str(k): v for k, v in self.failed.items()}, "stopped": self.stopped,
+                "best_info": self.best_info, "es": [None if es is None else es.state() for es in self.es],
+                "run_ids": [r.run_id for r in self.group.runs]}
+        return tensors, info
+
+    def load_state(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
+        if info["run_ids"] != [r.run_id for r in self.group.runs]:
+            raise ValueError("checkpoint belongs to other runs")
+        for k, dst in (("flat", self.fl.flat), ("m1", self.m1), ("best", self.best), ("snap0", self.snap[0]),
+                       ("snap1", self.snap[1]), ("m2", self.m2), ("snap2", self.snap[2])):
+            if dst is not None:
+                dst.copy_(tensors[k])
+        self.epoch, self.step_count = info["epoch"], info["step_count"]
+        self.active = torch.tensor(info["active"], dtype=torch.bool)
+        self.failed = {int(k): v for k, v in info["failed"].items()}
+        self.stopped, self.best_info = list(info["stopped"]), info["best_info"]
+        self.es = [None if es is None else _common.EarlyStopper(es.cfg, st) for es, st in zip(self.es, info["es"])]
