@@ -1,0 +1,186 @@
+"""Multiplicative Gaussian dropout and additive Gaussian noise on counter-based normals.
+
+Srivastava et al. 2014 §10 (Gaussian dropout): ``y = x·r``, ``r ~ N(1, σ²)``,
+``σ² = p/(1−p)`` with ``p`` the drop probability; no rescaling at inference.
+Additive noise (Keras ``GaussianNoise``): ``y = x + σ·z``. Both return the input
+itself in eval.
+
+Normals: paired Box-Muller on the counter-based bits (layout and float32
+polynomials in :mod:`._kernels_family`); the torch reference below performs the
+same float32 operations in the same order, so kernel and reference agree bit
+for bit. The noise is computed in float32 for every input dtype; the uniforms
+sit on a 2^-24 grid, so ``|z| <= 5.77`` (as torch's own ``randn``, whose
+uniforms have 24 bits too). Backward redraws the noise from the seed.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .._validate import NONNEG, PROB_OPEN_RIGHT, check, check_p, register
+from . import _kernels_family as K
+from ._kernels import BLOCK, as_array, supported
+from ._rng import bits_ref, draw_seed, mix_seed
+
+__all__ = ["gaussian_dropout", "gaussian_noise", "normal_ref", "gaussian_apply_ref"]
+
+register("gaussian_dropout", "p", PROB_OPEN_RIGHT)
+register("gaussian_noise", "sigma", NONNEG)
+_REF_CHUNK = 1 << 22  # a multiple of BLOCK
+_f = lambda c: float(c)  # noqa: E731  (the float32 constants, as exact Python floats)
+
+
+def _unit_ref(b: Tensor) -> Tensor:
+    return (b >> 8).to(torch.int32).to(torch.float32) * _f(K._GRID)
+
+
+def _radius_ref(b: Tensor) -> Tensor:
+    v = 1 - _unit_ref(b)
+    vi = v.view(torch.int32)
+    e = (vi >> 23) - 127
+    m = ((vi & 0x7FFFFF) | 0x3F800000).view(torch.float32)  # [1, 2)
+    big = m > _f(K._SQRT2)
+    m = torch.where(big, m * 0.5, m)  # [√½, √2)
+    e = torch.where(big, e + 1, e)
+    s = (m - 1) / (m + 1)
+    s2 = s * s
+    poly = s2 * _f(K._L9)
+    for c in (K._L7, K._L5, K._L3):
+        poly = (poly + _f(c)) * s2
+    poly = poly + 1
+    lnv = e.to(torch.float32) * _f(K._LN2) + (s * 2) * poly
+    # torch.sqrt on CPU is not correctly rounded; float64 sqrt then rounding is (53 >= 2·24 + 2)
+    return torch.sqrt((lnv * -2.0).double()).float()
+
+
+def _sincos_ref(b: Tensor) -> tuple[Tensor, Tensor]:
+    y = (_unit_ref(b) - 0.5) * _f(K._PI)
+    y2 = y * y
+    s = y2 * _f(K._S11)
+    for c in (K._S9, K._S7, K._S5, K._S3):
+        s = (s + _f(c)) * y2
+    s = s * y + y
+    c = y2 * _f(K._C12)
+    for k in (K._C10, K._C8, K._C6, K._C4, K._C2):
+        c = (c + _f(k)) * y2
+    c = c + 1
+    return 1 - (s * s) * 2, (s * c) * 2
+
+
+def normal_ref(seed: int, start: int, count: int, sigma: float = 1.0, device=None) -> Tensor:
+    """σ·z (float32) for counters ``start .. start+count−1``; ``start`` must be a multiple of BLOCK."""
+    n_chunks = -(-count // BLOCK)
+    bits = bits_ref(seed, start, n_chunks * BLOCK, device=device).view(n_chunks, 2, K.HALF)  # (chunks, 2, HALF)
+    r = _radius_ref(bits[:, 0])
+    c, s = _sincos_ref(bits[:, 1])
+    sig = torch.tensor(sigma, dtype=torch.float32)
+    z = torch.stack([sig * (r * c), sig * (r * s)], dim=1)  # (chunks, 2, HALF): cos half, then sin half
+    return z.view(-1)[:count]
+
+
+def gaussian_apply_ref(x: Tensor, seed: int, sigma: float, additive: bool) -> Tensor:
+    """Torch reference: ``x + σz`` or ``x·(1 + σz)`` with the kernel's normals."""
+    flat = x.contiguous().view(-1)
+    out = torch.empty_like(flat)
+    for c0 in range(0, flat.numel(), _REF_CHUNK):
+        c1 = min(flat.numel(), c0 + _REF_CHUNK)
+        z = normal_ref(seed, c0, c1 - c0, sigma, device=x.device)
+        out[c0:c1] = flat[c0:c1] + z.to(x.dtype) if additive else flat[c0:c1] * (z + 1).to(x.dtype)
+    return out.view(x.shape)
+
+
+@torch.library.custom_op("regulab::gaussian_apply", mutates_args=())
+def gaussian_apply(x: Tensor, seed: Tensor, sigma: float, additive: bool) -> Tensor:
+    """``x + σz`` (additive) or ``x·(1 + σz)`` with seeded normals ``z``."""
+    xc = x.contiguous()
+    out = torch.empty_like(xc)
+    if supported(xc):
+        k0, k1 = mix_seed(int(seed))
+        K.normal_apply(as_array(xc), as_array(out), k0, k1, sigma, additive)
+        return out
+    return out.copy_(gaussian_apply_ref(xc, int(seed), sigma, additive))
+
+
+@gaussian_apply.register_fake
+def _(x, seed, sigma, additive):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])  # the 0-dim seed only
+    ctx.sigma, ctx.additive = inputs[2], inputs[3]
+
+
+def _backward(ctx, grad):
+    if ctx.additive:
+        return grad, None, None, None
+    (seed,) = ctx.saved_tensors
+    return gaussian_apply(grad, seed, ctx.sigma, False), None, None, None  # linear in x: same noise
+
+
+gaussian_apply.register_autograd(_backward, setup_context=_setup_context)
+
+
+def gaussian_dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Multiplicative Gaussian noise with the variance of dropout at rate ``p``.
+
+    Srivastava et al. 2014, §10. Formula: ``y = x·(1 + σz)``, ``z ~ N(0, 1)``,
+    ``σ = sqrt(p/(1−p))``; ``E[y] = x``. ``y`` is ``x`` itself in eval, for ``p == 0``
+    or empty ``x``.
+
+    Args:
+        x: input of any shape, dtype and device.
+        p: drop probability in [0, 1) that sets σ.
+        training: apply the noise (True) or return ``x``.
+        generator: torch generator the per-call seed is drawn from.
+
+    Shape:
+        Input (*), output (*), same shape.
+
+    Returns:
+        A new tensor in training, else ``x``.
+
+    Examples:
+        >>> import torch, regulab
+        >>> y = regulab.ops.gaussian_dropout(torch.ones(100_000), 0.5)  # σ = 1
+        >>> abs(float(y.mean()) - 1) < 0.02 and abs(float(y.std()) - 1) < 0.02
+        True
+    """
+    p = check_p("gaussian_dropout", p, PROB_OPEN_RIGHT)
+    if not training or x.numel() == 0 or p == 0.0:
+        return x
+    return gaussian_apply(x, draw_seed(generator), math.sqrt(p / (1 - p)), False)
+
+
+def gaussian_noise(x: Tensor, sigma: float = 0.1, training: bool = True, *,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """Additive Gaussian noise ``y = x + σz`` in training (Keras ``GaussianNoise``).
+
+    Formula: ``y = x + σz``, ``z ~ N(0, 1)``; ``y`` is ``x`` itself in eval, for ``σ == 0``
+    or empty ``x``. The gradient is the identity.
+
+    Args:
+        x: input of any shape, dtype and device.
+        sigma: standard deviation σ >= 0.
+        training: apply the noise (True) or return ``x``.
+        generator: torch generator the per-call seed is drawn from.
+
+    Shape:
+        Input (*), output (*), same shape.
+
+    Returns:
+        A new tensor in training, else ``x``.
+
+    Examples:
+        >>> import torch, regulab
+        >>> y = regulab.ops.gaussian_noise(torch.zeros(100_000), sigma=0.5)
+        >>> abs(float(y.mean())) < 0.01 and abs(float(y.std()) - 0.5) < 0.01
+        True
+    """
+    sigma = float(check("gaussian_noise", "sigma", sigma, NONNEG))
+    if not training or x.numel() == 0 or sigma == 0.0:
+        return x
+    return gaussian_apply(x, draw_seed(generator), sigma, True)
