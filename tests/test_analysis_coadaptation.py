@@ -92,3 +92,20 @@ def test_compare_and_plots(tmp_path):
         assert isinstance(fig, Figure)
         fig.savefig(tmp_path / "f.png")
         assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_shared_module_call_index():
+    from regulab.models import MLP
+
+    torch.manual_seed(0)
+    net = MLP(6, [12, 12], 3, residual=False, p=0.3)  # one dropout module after both hidden blocks
+    x, y = _data()
+    h1 = torch.relu(net.hidden[0](x))
+    assert torch.allclose(hidden_activations(net, "dropout", x, call=0), h1)
+    assert torch.allclose(hidden_activations(net, "dropout", x, call=1), torch.relu(net.hidden[1](h1)))
+    r = ablation_sensitivity(net, "dropout", x, y, call=1)
+    # zeroing a unit of the second layer only: equals zeroing that output of hidden.1 (ReLU(0) = 0)
+    r2 = ablation_sensitivity(net, "hidden.1", x, y)
+    assert torch.allclose(r.d_loss, r2.d_loss, atol=1e-6)
+    with pytest.raises(RegulabError, match=r"call must be below the number of times the layer runs in one forward \(2\), got 2"):
+        hidden_activations(net, "dropout", x, call=2)

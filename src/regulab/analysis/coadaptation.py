@@ -64,17 +64,26 @@ class CoadaptationResult:
 
 
 @contextmanager
-def _zeroed(mod: nn.Module, units: list[int]):
+def _zeroed(model: nn.Module, mod: nn.Module, units: list[int], call: int = 0):
+    seen = [0]
+
+    def reset(m, args):
+        seen[0] = 0
+
     def hook(m, args, out):
+        seen[0] += 1
+        if seen[0] - 1 != call:
+            return None  # another use of a shared module
         out = out.clone()
         out[:, units] = 0  # (N, C, *): channel(s) `units` silenced
         return out
 
-    h = mod.register_forward_hook(hook)
+    handles = [model.register_forward_pre_hook(reset), mod.register_forward_hook(hook)]
     try:
         yield
     finally:
-        h.remove()
+        for h in handles:
+            h.remove()
 
 
 def _evaluate(model, x, y, loss_fn) -> tuple[float, float]:
@@ -96,26 +105,29 @@ def _eval(model: nn.Module):
             m.training = t
 
 
-def ablation_sensitivity(model: nn.Module, layer, x: torch.Tensor, y: torch.Tensor, *, loss_fn=None) -> AblationResult:
+def ablation_sensitivity(model: nn.Module, layer, x: torch.Tensor, y: torch.Tensor, *, loss_fn=None,
+                         call: int = 0) -> AblationResult:
     """Zero each unit (output channel) of ``layer`` in turn; return Δloss and Δaccuracy.
 
-    ``loss_fn(output, y)`` defaults to cross-entropy on logits.
+    ``loss_fn(output, y)`` defaults to cross-entropy on logits; ``call`` picks
+    one use of a module that runs several times per forward.
     """
     loss_fn = loss_fn or F.cross_entropy
     mod = resolve_layer(model, layer)
-    n_units = hidden_activations(model, mod, x[:1]).shape[1]
+    n_units = hidden_activations(model, mod, x[:1], call=call).shape[1]
     with _eval(model):
         base = _evaluate(model, x, y, loss_fn)
         rows = []
         for i in range(n_units):
-            with _zeroed(mod, [i]):
+            with _zeroed(model, mod, [i], call):
                 rows.append(_evaluate(model, x, y, loss_fn))
     r = torch.tensor(rows, dtype=torch.float64)  # (units, 2)
     return AblationResult(base[0], base[1], r[:, 0] - base[0], r[:, 1] - base[1])
 
 
 def coadaptation(model: nn.Module, layer, x: torch.Tensor, y: torch.Tensor, *, pairs: int = 200,
-                 seed: int = 0, loss_fn=None, singles: AblationResult | None = None) -> CoadaptationResult:
+                 seed: int = 0, loss_fn=None, singles: AblationResult | None = None,
+                 call: int = 0) -> CoadaptationResult:
     """Pairwise co-adaptation scores over ``pairs`` random unit pairs (seeded).
 
     Returns:
@@ -125,7 +137,7 @@ def coadaptation(model: nn.Module, layer, x: torch.Tensor, y: torch.Tensor, *, p
     check("coadaptation", "pairs", pairs, _PAIRS)
     loss_fn = loss_fn or F.cross_entropy
     mod = resolve_layer(model, layer)
-    singles = singles or ablation_sensitivity(model, mod, x, y, loss_fn=loss_fn)
+    singles = singles or ablation_sensitivity(model, mod, x, y, loss_fn=loss_fn, call=call)
     n = singles.d_loss.numel()
     g = torch.Generator().manual_seed(seed)
     idx = torch.stack([torch.randperm(n, generator=g)[:2] for _ in range(pairs)]) if n >= 2 else torch.zeros(0, 2)
@@ -133,16 +145,16 @@ def coadaptation(model: nn.Module, layer, x: torch.Tensor, y: torch.Tensor, *, p
     with _eval(model):
         joint = []
         for i, j in idx.tolist():
-            with _zeroed(mod, [i, j]):
+            with _zeroed(model, mod, [i, j], call):
                 joint.append(_evaluate(model, x, y, loss_fn)[0] - singles.base_loss)
     joint_t = torch.tensor(joint, dtype=torch.float64)
     inter = joint_t - singles.d_loss[idx[:, 0]] - singles.d_loss[idx[:, 1]]
     return CoadaptationResult(idx, inter, singles)
 
 
-def compare_models(models: dict[str, tuple[nn.Module, object]], x, y, *, pairs: int = 200, seed: int = 0,
+def compare_models(models: dict[str, tuple], x, y, *, pairs: int = 200, seed: int = 0,
                    loss_fn=None) -> dict:
-    """Sparsity and co-adaptation side by side for models given as ``{name: (model, layer)}``.
+    """Sparsity and co-adaptation side by side for models given as ``{name: (model, layer[, call])}``.
 
     Returns:
         ``{"models": {name: {...sparsity, ...coadaptation, "loss", "accuracy"}}, "results": {...},
@@ -150,9 +162,10 @@ def compare_models(models: dict[str, tuple[nn.Module, object]], x, y, *, pairs: 
         with the first one (the baseline).
     """
     rows, results, acts = {}, {}, {}
-    for name, (model, layer) in models.items():
-        a = hidden_activations(model, layer, x)
-        c = coadaptation(model, layer, x, y, pairs=pairs, seed=seed, loss_fn=loss_fn)
+    for name, (model, layer, *rest) in models.items():
+        call = rest[0] if rest else 0
+        a = hidden_activations(model, layer, x, call=call)
+        c = coadaptation(model, layer, x, y, pairs=pairs, seed=seed, loss_fn=loss_fn, call=call)
         rows[name] = {**sparsity_stats(a), **c.summary(), "loss": c.singles.base_loss,
                       "accuracy": c.singles.base_accuracy, "units": a.shape[1]}
         results[name], acts[name] = c, a

@@ -48,10 +48,12 @@ def _units(t: torch.Tensor) -> torch.Tensor:
     return t if t.dim() == 2 else t.reshape(t.shape[0], t.shape[1], -1).mean(-1)
 
 
-def hidden_activations(model: nn.Module, layer: str | nn.Module, x: torch.Tensor) -> torch.Tensor:
+def hidden_activations(model: nn.Module, layer: str | nn.Module, x: torch.Tensor, *, call: int = 0) -> torch.Tensor:
     """Output of ``layer`` on ``x`` in eval mode, as (N, units) float tensor.
 
-    The model's training flags are restored afterwards.
+    ``call`` picks which call of a module used several times in one forward
+    (e.g. one dropout module shared by every hidden block). The model's
+    training flags are restored afterwards.
     """
     mod = resolve_layer(model, layer)
     got: list[torch.Tensor] = []
@@ -65,9 +67,10 @@ def hidden_activations(model: nn.Module, layer: str | nn.Module, x: torch.Tensor
         h.remove()
         for m, t in states.items():
             m.training = t
-    if not got:
-        raise RegulabError("analysis: layer must run in the model's forward, got a layer that was never called")
-    return _units(got[0]).float()
+    if len(got) <= call:
+        raise RegulabError(f"analysis: call must be below the number of times the layer runs in one forward "
+                           f"({len(got)}), got {call}")
+    return _units(got[call]).float()
 
 
 def sparsity_stats(acts: torch.Tensor, threshold: float = 0.0) -> dict[str, float]:
