@@ -1,0 +1,100 @@
+"""Stacked twins agree with their ordinary modules; the hand-written backward with autograd."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from regulab.models import MLP, FlatParams, build, seeded_module
+
+
+def _stack(kind, cfg, shape, M=3):
+    md = build(kind, cfg, shape, 10)
+    mods = [seeded_module(md.make, s) for s in range(M)]
+    return md.stacked(mods[0], M), FlatParams.from_modules(mods), mods
+
+
+CASES = [("mlp", {"widths": [16, 16]}, (40,)), ("mlp", {"widths": [16, 8], "activation": "tanh"}, (40,)),
+         ("mlp", {"widths": [12], "batchnorm": True}, (1, 8, 8)), ("cnn1d", {"channels": [4, 4]}, (40,)),
+         ("cnn2d", {"channels": [4, 6], "widths": [12]}, (1, 8, 8))]
+
+
+@pytest.mark.parametrize("kind,cfg,shape", CASES)
+def test_stacked_forward_matches_ordinary_modules(kind, cfg, shape):
+    net, fl, mods = _stack(kind, cfg, shape)
+    x = torch.randn(3, 5, *shape)
+    for m in mods:
+        m.eval()
+    y = net.forward(fl.views(), x, training=False)  # (M, B, C)
+    ys = net.forward(fl.views(), x[0], shared=True, training=False)
+    for i, m in enumerate(mods):
+        torch.testing.assert_close(y[i], m(x[i]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ys[i], m(x[0]), atol=1e-5, rtol=1e-5)
+
+
+def test_members_have_their_own_seeded_default_init():
+    _, fl, mods = _stack("mlp", {"widths": [16]}, (40,))
+    w = fl.views()[0]
+    assert not torch.equal(w[0], w[1])
+    ref = seeded_module(lambda: MLP(40, [16], 10), 1)
+    torch.testing.assert_close(w[1], ref.hidden[0].weight, rtol=0, atol=0)
+    bound = 1 / 40 ** 0.5  # kaiming_uniform(a=sqrt(5)) on fan_in 40
+    assert float(w.abs().max()) <= bound
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu", "sigmoid"])
+@pytest.mark.parametrize("p", [None, 0.3])
+def test_manual_backward_matches_autograd(act, p):
+    net, fl, _ = _stack("mlp", {"widths": [16, 16, 16], "activation": act}, (40,), M=4)
+    x = torch.randn(4, 7, 40)
+    dl = torch.randn(4, 7, 10)
+    pt = None if p is None else torch.tensor([0.0, p, 0.5, 0.1])
+
+    def seeds_factory():
+        calls = iter(range(100))
+
+        def seeds():
+            j = next(calls)
+            return j, torch.Generator().manual_seed(1000 + j)
+        return seeds
+
+    g_auto = fl.like()
+    leaves = fl.leaves(fl.flat, g_auto)
+    logits, _ = net.forward_train(leaves, x.clone(), p=pt, seeds=seeds_factory())
+    logits.backward(dl)
+    g_man = fl.like()
+    logits2, ctx = net.forward_train(fl.views(), x.clone(), p=pt, seeds=seeds_factory())
+    torch.testing.assert_close(logits2, logits.detach())
+    net.backward(fl.views(), fl.views(g_man), ctx, dl, lambda j: torch.Generator().manual_seed(1000 + j))
+    torch.testing.assert_close(g_man, g_auto, atol=1e-5, rtol=1e-4)
+
+
+def test_flat_leaves_accumulate_into_the_flat_grad():
+    net, fl, mods = _stack("cnn1d", {"channels": [4]}, (40,), M=2)
+    g = fl.like()
+    leaves = fl.leaves(fl.flat, g)
+    x = torch.randn(2, 3, 40)
+    net.forward(leaves, x, training=True).sum().backward()
+    mods[1].zero_grad()
+    mods[1](x[1]).sum().backward()
+    ref = dict(mods[1].named_parameters())
+    for b, v in zip(fl.blocks, fl.views(g)):
+        torch.testing.assert_close(v[1], ref[b.name].grad, atol=1e-5, rtol=1e-5)
+
+
+def test_user_factory_and_errors(tmp_path):
+    from regulab.errors import SpecError
+
+    f = tmp_path / "mymodel.py"
+    f.write_text("import torch\ndef make(num_classes, width=8):\n"
+                 "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))\n"
+                 "def bad():\n    return 3\n")
+    md = build(f"{f}:make", {"kwargs": {"width": 4}}, (40,), 10)
+    assert md.stacked is None and isinstance(md.make(), torch.nn.Module)
+    with pytest.raises(SpecError, match="must return an nn.Module"):
+        build(f"{f}:bad", {}, (40,), 10).make()
+    with pytest.raises(SpecError, match="must define a callable 'nope'"):
+        build(f"{f}:nope", {}, (40,), 10)
+    with pytest.raises(SpecError, match="must exist"):
+        build("missing/file.py:make", {}, (40,), 10)
+    with pytest.raises(SpecError, match="must match the data's input shape"):
+        build("cnn2d", {}, (40,), 10)

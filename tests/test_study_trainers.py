@@ -1,0 +1,73 @@
+"""Stacked training agrees with separate per-run training."""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from regulab.study.api import load_data
+from regulab.study.plan import Group, expand
+from regulab.study.spec import parse_spec
+from regulab.study.trainer_run import RunTrainer
+from regulab.study.trainer_stacked import StackedTrainer
+
+DET_ARMS = {"baseline": {}, "l2": {"l2": 1e-3}, "l1": {"l1": 1e-4}, "wd": {"weight_decay": 0.1},
+            "maxnorm": {"max_norm": 1.0}, "ls": {"label_smoothing": 0.2},
+            "es": {"early_stopping": {"patience": 0, "min_delta": 5.0}}}
+
+
+def _spec(arms, **kw):
+    return parse_spec({"epochs": 3, "seeds": 2, "batch_size": 64,
+                       "dataset": {"name": "digits", "n_train": 300},
+                       "model": {"kind": "mlp", "widths": [32, 32]}, "arms": arms, **kw})
+
+
+def _stacked_vs_runs(spec):
+    runs = expand(spec)
+    data = load_data(spec, runs[0].n_train)
+    rows_s = []
+    st = StackedTrainer(Group("g", runs, True), spec, data)
+    fin_s = st.run(on_commit=lambda r, s: rows_s.extend(r))
+    rows_r, fin_r = [], []
+    for r in runs:
+        rt = RunTrainer(Group("g", [r], False), spec, data)
+        fin_r += rt.run(on_commit=lambda rr, s: rows_r.extend(rr))
+    key = lambda row: (row["run_id"], row["epoch"])  # noqa: E731
+    return sorted(rows_s, key=key), sorted(rows_r, key=key), fin_s, fin_r
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd", "momentum", "nesterov"])
+def test_deterministic_parts_match_per_run_training(opt):
+    spec = _spec(DET_ARMS, optimizer={"name": opt, "lr": 0.01 if opt == "adam" else 0.05, "schedule": "cosine"})
+    rows_s, rows_r, fin_s, fin_r = _stacked_vs_runs(spec)
+    assert [(r["run_id"], r["epoch"]) for r in rows_s] == [(r["run_id"], r["epoch"]) for r in rows_r]
+    for a, b in zip(rows_s, rows_r):
+        for k in ("train_loss", "train_noise", "clean_train_loss", "val_loss", "clean_train_acc", "val_acc", "lr"):
+            assert a[k] == pytest.approx(b[k], rel=2e-4, abs=2e-5), (a["run_id"], a["epoch"], k)
+    for a, b in zip(fin_s, fin_r):
+        assert a["best_epoch"] == b["best_epoch"] and a["stopped_epoch"] == b["stopped_epoch"]
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=2e-3)
+    es = [f for f, r in zip(fin_s, expand(spec)) if r.arm == "es"]
+    assert all(f["stopped_epoch"] < spec.epochs for f in es)  # early stopping froze these members
+
+
+def test_stochastic_parts_agree_statistically():
+    arms = {"drop": {"p": 0.3, "input_p": 0.1, "input_noise": 0.2, "augment": ["flip"], "mixup": 0.2}}
+    spec = _spec(arms, seeds=6, epochs=8, batch_size=50)
+    _, _, fin_s, fin_r = _stacked_vs_runs(spec)
+    acc_s = [f["test_acc"] for f in fin_s]
+    acc_r = [f["test_acc"] for f in fin_r]
+    # 6 seeds each; seed-to-seed sd is ~1-2 points here; the means must agree within ~3 sd/sqrt(6)*sqrt(2)
+    assert abs(statistics.fmean(acc_s) - statistics.fmean(acc_r)) < 0.04, (acc_s, acc_r)
+    assert statistics.fmean(acc_s) > 0.8
+
+
+def test_diverging_member_fails_alone():
+    spec = _spec({"ok": {}, "boom": {"l2": 1e38}}, seeds=1, epochs=2)
+    runs = expand(spec)
+    rows, statuses = [], {}
+    st = StackedTrainer(Group("g", runs, True), spec, load_data(spec, 300))
+    fin = st.run(on_commit=lambda r, s: (rows.extend(r), statuses.update(s)))
+    assert fin[0]["failed"] is None and fin[0]["test_acc"] > 0.5
+    assert fin[1]["failed"].startswith("diverged") and statuses[2][0] == "failed"
+    assert max(r["epoch"] for r in rows if r["run_id"] == 1) == 2
