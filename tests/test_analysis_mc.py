@@ -8,10 +8,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-import regulab
 from regulab.analysis.calibration import calibration_bins, expected_calibration_error, plot_reliability
 from regulab.analysis.mc import (MCCurve, ensemble_curve, entropy, error_curve, first_T_within_sd, mc_sample_probs,
-                                 mutual_information, plot_mc, predict_probs, predictive_entropy)
+                                 mc_report, mutual_information, plot_mc, predict_probs,
+                                 predictive_entropy)
 from regulab.errors import RegulabError
 
 
@@ -142,10 +142,16 @@ def test_mc_on_trained_model(trained, tmp_path):
     assert (tmp_path / "rel.png").stat().st_size > 1000
 
 
-@pytest.mark.skipif(not hasattr(regulab, "mc_dropout"), reason="regulab.mc_dropout not built yet")
-def test_mc_sample_probs_uses_mc_dropout(trained):
+def test_mc_sample_probs(trained):
     net, x, y = trained
+    before = [m.training for m in net.modules()]
     s = mc_sample_probs(net, x[:20], 8, seed=1)
     assert s.shape == (8, 20, 10) and not torch.equal(s[0], s[1])
     assert torch.equal(s, mc_sample_probs(net, x[:20], 8, seed=1))
-    assert not net.training or all(not m.training for m in net.modules())
+    assert [m.training for m in net.modules()] == before  # modes restored
+    rep = mc_report(net, x, y, Ts=[1, 10, 50], repeats=3, members=[net, net])
+    d = rep.to_dict()
+    assert d["Ts"] == [1, 10, 50] and set(d["error"]) == {"weight scaling", "MC T=50", "ensemble of 2"}
+    assert d["mutual_information"]["ensemble of 2"] == pytest.approx(0, abs=1e-12)  # identical members
+    assert d["error"]["MC T=50"] == pytest.approx(d["error"]["weight scaling"], abs=0.03)
+    assert set(rep.figures()) == {"mc_curve", "reliability"}

@@ -20,6 +20,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,8 @@ from torch import nn
 from .._validate import POS_INT, check, register
 
 __all__ = ["predict_probs", "mc_sample_probs", "error_curve", "ensemble_curve", "entropy",
-           "predictive_entropy", "mutual_information", "first_T_within_sd", "MCCurve", "plot_mc"]
+           "predictive_entropy", "mutual_information", "first_T_within_sd", "MCCurve", "plot_mc",
+           "MCReport", "mc_report"]
 
 _SAMPLES = register("mc_sample_probs", "samples", POS_INT)
 _REPEATS = register("error_curve", "repeats", POS_INT)
@@ -52,16 +54,38 @@ def mc_sample_probs(model: nn.Module, x: torch.Tensor, samples: int, *, seed: in
     Dropout (including functional dropout) stays on while BatchNorm stays in
     eval. ``seed`` seeds the masks; torch's global RNG is restored.
     """
-    from .. import mc_dropout
-
     check("mc_sample_probs", "samples", samples, _SAMPLES)
     rng = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        with mc_dropout(model), torch.no_grad():
+        with _mc_mode(model), torch.no_grad():
             return torch.stack([torch.softmax(model(x).double(), -1) for _ in range(samples)])
     finally:
         torch.set_rng_state(rng)
+
+
+def _mc_mode(model: nn.Module):
+    try:
+        from .. import mc_dropout
+    except ImportError:  # interim, until regulab.mc_dropout exists: dropout *layers* only
+        return _dropout_layers_on(model)
+    return mc_dropout(model)
+
+
+@contextmanager
+def _dropout_layers_on(model: nn.Module):
+    from ..nn.base import is_dropout_module
+
+    states = {m: m.training for m in model.modules()}
+    model.eval()
+    for m in model.modules():
+        if is_dropout_module(m):
+            m.train()
+    try:
+        yield model
+    finally:
+        for m, t in states.items():
+            m.training = t
 
 
 def _error(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -166,3 +190,67 @@ def plot_mc(curve: MCCurve, ensemble: MCCurve | None = None, title: str = "MC dr
     return fig
 
 
+
+
+@dataclass
+class MCReport:
+    """Weight scaling vs MC dropout vs ensemble on one test set (see :func:`mc_report`)."""
+
+    curve: MCCurve
+    ensemble: MCCurve | None
+    within_sd_T: int | None
+    error: dict[str, float]
+    ece: dict[str, float]
+    entropy: dict[str, float]
+    mutual_information: dict[str, float]
+    probs: dict[str, torch.Tensor]
+    y: torch.Tensor
+
+    def to_dict(self) -> dict:
+        c = self.curve
+        out = {"Ts": c.Ts, "mc_error_mean": c.mean.tolist(), "mc_error_sd": c.sd.tolist(),
+               "within_sd_T": self.within_sd_T, "error": self.error, "ece": self.ece,
+               "entropy": self.entropy, "mutual_information": self.mutual_information}
+        if self.ensemble is not None:
+            out["ensemble_members"] = self.ensemble.Ts
+            out["ensemble_error_mean"] = self.ensemble.mean.tolist()
+        return out
+
+    def figures(self) -> dict:
+        """``{"mc_curve": Figure, "reliability": Figure}``."""
+        from .calibration import plot_reliability
+
+        return {"mc_curve": plot_mc(self.curve, self.ensemble), "reliability": plot_reliability(self.probs, self.y)}
+
+
+def mc_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, Ts: Sequence[int] = (1, 2, 5, 10, 20, 50, 100),
+              repeats: int = 5, members: Sequence[nn.Module] = (), seed: int = 0, n_bins: int = 15) -> MCReport:
+    """Test error, ECE, entropy and mutual information of weight scaling, MC dropout and an ensemble.
+
+    Args:
+        model: a trained model with dropout (MC passes use :func:`regulab.mc_dropout`).
+        x, y: test inputs and labels.
+        Ts: numbers of MC passes to average; ``repeats`` disjoint groups give the sd.
+        members: independently trained models (e.g. every seed of the arm) for the ensemble.
+    """
+    from .calibration import expected_calibration_error
+
+    t_max = max(Ts)
+    ws = predict_probs(model, x)
+    s = mc_sample_probs(model, x, repeats * t_max, seed=seed)  # (R·T, N, C)
+    curve = error_curve(s, y, Ts, repeats=repeats, weight_scaling=ws)
+    first = s[:t_max]
+    probs = {"weight scaling": ws, f"MC T={t_max}": first.mean(0)}
+    ent = {"weight scaling": float(entropy(ws).mean()), f"MC T={t_max}": float(predictive_entropy(first).mean())}
+    mi = {f"MC T={t_max}": float(mutual_information(first).mean())}
+    ens = None
+    if members:
+        mp = torch.stack([predict_probs(m, x) for m in members])  # (M, N, C)
+        ens = ensemble_curve(mp, y, seed=seed)
+        key = f"ensemble of {len(members)}"
+        probs[key] = mp.mean(0)
+        ent[key] = float(predictive_entropy(mp).mean())
+        mi[key] = float(mutual_information(mp).mean())
+    err = {k: float(_error(p, y)) for k, p in probs.items()}
+    ece = {k: expected_calibration_error(p, y, n_bins) for k, p in probs.items()}
+    return MCReport(curve, ens, first_T_within_sd(curve), err, ece, ent, mi, probs, y)
