@@ -46,8 +46,11 @@ def _dropout_of(cfg: dict) -> float:
     return max(float(a.get("p", 0) or 0), float(a.get("input_p", 0) or 0))
 
 
-def load_arm(folder, arm: str | None = None):
-    """``(arm, models, split, runs)`` for the finished runs of ``arm`` (default: first arm with dropout)."""
+def load_arm(folder, arm: str | None = None, *, require_dropout: bool = True):
+    """``(arm, models, split, runs)`` for the finished runs of ``arm`` (default: first arm with dropout).
+
+    Each model is the run's ordinary module with its best weights, in eval mode.
+    """
     import torch
     from safetensors.torch import load_file
 
@@ -69,7 +72,7 @@ def load_arm(folder, arm: str | None = None):
     elif arm not in arms:
         hint = did_you_mean(arm, arms)
         raise StudyError(f"mc: --arm must be one of {arms}, got {arm!r}" + (f"; {hint}" if hint else ""))
-    elif arm not in with_dropout:
+    elif require_dropout and arm not in with_dropout:
         raise StudyError(f"mc: --arm must name an arm with dropout (p > 0), got {arm!r} (MC averaging equals "
                          f"weight scaling without dropout)")
     runs = sorted((r for r in runs if r["arm"] == arm), key=lambda r: r["seed"])
