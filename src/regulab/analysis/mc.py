@@ -20,7 +20,6 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -54,38 +53,16 @@ def mc_sample_probs(model: nn.Module, x: torch.Tensor, samples: int, *, seed: in
     Dropout (including functional dropout) stays on while BatchNorm stays in
     eval. ``seed`` seeds the masks; torch's global RNG is restored.
     """
+    from ..mc import mc_dropout
+
     check("mc_sample_probs", "samples", samples, _SAMPLES)
     rng = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        with _mc_mode(model), torch.no_grad():
+        with mc_dropout(model), torch.no_grad():
             return torch.stack([torch.softmax(model(x).double(), -1) for _ in range(samples)])
     finally:
         torch.set_rng_state(rng)
-
-
-def _mc_mode(model: nn.Module):
-    try:
-        from .. import mc_dropout
-    except ImportError:  # interim, until regulab.mc_dropout exists: dropout *layers* only
-        return _dropout_layers_on(model)
-    return mc_dropout(model)
-
-
-@contextmanager
-def _dropout_layers_on(model: nn.Module):
-    from ..nn.base import is_dropout_module
-
-    states = {m: m.training for m in model.modules()}
-    model.eval()
-    for m in model.modules():
-        if is_dropout_module(m):
-            m.train()
-    try:
-        yield model
-    finally:
-        for m, t in states.items():
-            m.training = t
 
 
 def _error(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
