@@ -52,7 +52,7 @@ def test_train_override_names_owner_and_stuck_modules():
 
 
 @pytest.mark.parametrize("name", ["dropout_before_batchnorm", "functional_dropout_before_batchnorm",
-                                  "dropout2d_before_batchnorm_resnet"])
+                                  "dropout2d_before_batchnorm_resnet", "gaussian_dropout_before_batchnorm"])
 def test_variance_ratio_beside_closed_form(name):
     shape, _ = broken.BROKEN[name]
     (f,) = diagnose(getattr(broken, name)(), _input(shape))

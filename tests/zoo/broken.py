@@ -168,6 +168,10 @@ def dropout2d_before_batchnorm_resnet():
     return M()
 
 
+def gaussian_dropout_before_batchnorm():
+    return mlp(regulab.nn.GaussianDropout(0.3), nn.BatchNorm1d(32), nn.ReLU())
+
+
 def functional_dropout_before_batchnorm():
     return _FunctionalBeforeBN()
 
@@ -207,6 +211,7 @@ BROKEN = {
     "dropout_before_batchnorm": (VEC, {"dropout-before-batchnorm"}),
     "dropout2d_before_batchnorm_resnet": (IMG, {"dropout-before-batchnorm"}),
     "functional_dropout_before_batchnorm": (IMG, {"dropout-before-batchnorm"}),
+    "gaussian_dropout_before_batchnorm": (VEC, {"dropout-before-batchnorm"}),
     "dropout_on_logits": (VEC, {"dropout-on-logits"}),
     "dropout_p_one": (VEC, {"dropout-p-one"}),
     "dropout_p_high": (VEC, {"dropout-p-high"}),

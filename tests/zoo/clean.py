@@ -40,6 +40,18 @@ class _MHABlock(ViTBlock):
         return x + self.mlp(self.ln2(x))
 
 
+class _DropPathBlock(ViTBlock):
+    """timm-style block: stochastic depth (regulab.nn.DropPath) on both residual branches."""
+
+    def __init__(self, d):
+        super().__init__(d)
+        self.drop_path = regulab.nn.DropPath(0.2)
+
+    def forward(self, x):
+        x = x + self.drop_path(self.attn(self.ln1(x)))
+        return x + self.drop_path(self.mlp(self.ln2(x)))
+
+
 def mlp_torch_dropout():
     return nn.Sequential(nn.Dropout(0.2), mlp(nn.ReLU(), nn.Dropout(0.5)))
 
@@ -68,6 +80,10 @@ def vit_multihead_attention():
     return ViT(block=_MHABlock)
 
 
+def vit_drop_path():
+    return ViT(block=_DropPathBlock)
+
+
 def plain_mlp():
     return mlp(nn.ReLU())
 
@@ -80,5 +96,6 @@ CLEAN = {
     "resnet_dropout_after_last_bn": IMG,
     "vit_sdpa_gated": IMG,
     "vit_multihead_attention": IMG,
+    "vit_drop_path": IMG,
     "plain_mlp": VEC,
 }
