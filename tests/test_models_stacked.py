@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from regulab.models import MLP, FlatParams, build, seeded_module
+from regulab.models.mlp import ACTIVATIONS
+from regulab.ops import dropout
 
 
 def _stack(kind, cfg, shape, M=3):
@@ -58,8 +60,16 @@ def test_manual_backward_matches_autograd(act, p):
         return seeds
 
     g_auto = fl.like()
-    leaves = fl.leaves(fl.flat, g_auto)
-    logits, _ = net.forward_train(leaves, x.clone(), p=pt, seeds=seeds_factory())
+    P = fl.leaves(fl.flat, g_auto)
+    seeds = seeds_factory()
+    act = ACTIVATIONS[act]
+    h = x
+    for i in range(3):  # plain autograd reference: residual blocks, out-of-place dropout
+        a = act(torch.baddbmm(P[2 * i + 1].unsqueeze(1), h, P[2 * i].transpose(1, 2)))
+        h = h + a if i > 0 else a
+        if pt is not None:
+            h = dropout(h, pt, generator=seeds()[1])
+    logits = torch.baddbmm(P[-1].unsqueeze(1), h, P[-2].transpose(1, 2))
     logits.backward(dl)
     g_man = fl.like()
     logits2, ctx = net.forward_train(fl.views(), x.clone(), p=pt, seeds=seeds_factory())

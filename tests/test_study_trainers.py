@@ -67,7 +67,7 @@ def test_diverging_member_fails_alone():
     runs = expand(spec)
     rows, statuses = [], {}
     st = StackedTrainer(Group("g", runs, True), spec, load_data(spec, 300))
-    fin = st.run(on_commit=lambda r, s: (rows.extend(r), statuses.update(s)))
-    assert fin[0]["failed"] is None and fin[0]["test_acc"] > 0.5
-    assert fin[1]["failed"].startswith("diverged") and statuses[2][0] == "failed"
+    fin = {f["run_id"]: f for f in st.run(on_commit=lambda r, s: (rows.extend(r), statuses.update(s)))}
+    assert fin[1]["failed"] is None and fin[1]["test_acc"] > 0.5
+    assert fin[2]["failed"].startswith("diverged") and statuses[2][0] == "failed"
     assert max(r["epoch"] for r in rows if r["run_id"] == 1) == 2

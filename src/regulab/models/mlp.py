@@ -122,53 +122,58 @@ class StackedMLP:
         return out.view(B, M, H).transpose(0, 1)  # (M, B, H)
 
     # -- hand-written fast path ---------------------------------------------------------------
-    def forward_train(self, P, x, *, p=None, input_p=None, seeds=None):
+    def forward_train(self, P, x, *, p=None, input_p=None, seeds=None, p_range=None, input_range=None):
         """Training forward for ``x`` (M, B, in); returns ``(logits, ctx)`` for :meth:`backward`.
 
-        ``seeds`` is a callable returning a fresh ``torch.Generator`` per dropout call; the same
-        generator is rebuilt in backward so masks are never stored.
+        Dropout acts on members ``p_range = (lo, hi)`` only (default: all) with rates ``p[lo:hi]``.
+        ``seeds()`` returns ``(key, generator)`` per dropout call; backward rebuilds the generator
+        from ``key`` so masks are never stored.
         """
-        h = x.reshape(self.M, x.shape[1], -1)  # (M, B, in)
+        M = self.M
+        h = x.reshape(M, x.shape[1], -1)  # (M, B, in)
+        lo, hi = p_range or (0, M)
         if input_p is not None:
-            h = dropout(h, input_p, generator=seeds()[1])
+            ilo, ihi = input_range or (0, M)
+            h = h.clone()
+            dropout(h[ilo:ihi], input_p[ilo:ihi], inplace=True, generator=seeds()[1])
         saved = []
         for i in range(self.n_hidden):
             W, b = P[2 * i], P[2 * i + 1]
             z = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # (M, B, H)
-            a = torch.relu_(z) if self.act == "relu" else ACTIVATIONS[self.act](z)
+            a = ACTIVATIONS[self.act](z)
             out = h + a if self.skips[i] else a
-            seed = None
+            key = None
             if p is not None:
-                seed, g = seeds()
-                out = dropout(out, p, inplace=self.skips[i], generator=g)  # h + a is a fresh tensor
-            saved.append((h, z, a, seed))
+                if out is a and self.act in ("tanh", "sigmoid"):
+                    out = a.clone()  # backward needs a itself
+                key, g = seeds()
+                dropout(out[lo:hi], p[lo:hi], inplace=True, generator=g)
+            saved.append((h, z, a, key))
             h = out
         Wo, bo = P[-2], P[-1]
         logits = torch.baddbmm(bo.unsqueeze(1), h, Wo.transpose(1, 2))  # (M, B, C)
-        return logits, (saved, h, p)
+        return logits, (saved, h, p, (lo, hi))
 
     def backward(self, P, G, ctx, dlogits, seeds_again) -> None:
         """Write parameter gradients into the views ``G`` given ``dlogits`` (M, B, C)."""
-        saved, h, p = ctx
-        Wo = P[-2]
+        saved, h, p, (lo, hi) = ctx
         torch.bmm(dlogits.transpose(1, 2), h, out=G[-2])  # (M, C, H)
         torch.sum(dlogits, 1, out=G[-1])
-        gh = torch.bmm(dlogits, Wo)  # (M, B, H)
+        gh = torch.bmm(dlogits, P[-2])  # (M, B, H)
         for i in reversed(range(self.n_hidden)):
-            h_in, z, a, seed = saved[i]
-            if seed is not None:
-                gh = dropout(gh, p, inplace=True, generator=seeds_again(seed))
+            h_in, z, a, key = saved[i]
+            if key is not None:  # the same mask, regenerated from its seed
+                dropout(gh[lo:hi], p[lo:hi], inplace=True, generator=seeds_again(key))
             if self.act == "relu":
-                gz = torch.where(a > 0, gh, 0.0)
+                gz = torch.ops.aten.threshold_backward(gh, z, 0)
             elif self.act == "tanh":
-                gz = gh * (1 - a * a)
+                gz = torch.ops.aten.tanh_backward(gh, a)
             elif self.act == "sigmoid":
-                gz = gh * a * (1 - a)
+                gz = torch.ops.aten.sigmoid_backward(gh, a)
             else:
                 gz = torch.ops.aten.gelu_backward(gh, z)
             W = P[2 * i]
             torch.bmm(gz.transpose(1, 2), h_in, out=G[2 * i])  # (M, H, in)
             torch.sum(gz, 1, out=G[2 * i + 1])
-            if i > 0:
-                gin = torch.bmm(gz, W)  # (M, B, in)
-                gh = gin.add_(gh) if self.skips[i] else gin
+            if i > 0:  # grad of h_in: through the layer, plus the skip connection
+                gh = torch.baddbmm(gh, gz, W) if self.skips[i] else torch.bmm(gz, W)  # (M, B, in)

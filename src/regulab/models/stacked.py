@@ -109,7 +109,7 @@ class FlatParams:
 
     def member_scale(self, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Broadcast an (M,) tensor against a block view ``v`` of shape (M, ...)."""
-        return t.view(self.M, *([1] * (v.ndim - 1)))
+        return t.view(-1, *([1] * (v.ndim - 1)))
 
     def leaves(self, flat: torch.Tensor, grad: torch.Tensor) -> list[torch.Tensor]:
         """Leaf tensors sharing storage with ``flat``, whose ``.grad`` are views of ``grad``.

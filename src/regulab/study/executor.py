@@ -105,13 +105,14 @@ class GroupJob:
         self.store.record_epochs(rows, statuses)  # 2. then the rows, one transaction
 
     def _finish(self, trainer, finals: list[dict], wall: float) -> None:
-        write_finals(self.store, self.group, finals, [trainer.member_weights(m) for m in range(len(finals))], wall)
+        write_finals(self.store, trainer.runs, finals, [trainer.member_weights(m) for m in range(len(finals))], wall)
         self.ckpt.unlink(missing_ok=True)
 
 
-def write_finals(store: Store, group: Group, finals: list[dict], weights: list[dict], wall: float) -> None:
+def write_finals(store: Store, runs: list, finals: list[dict], weights: list[dict], wall: float) -> None:
+    """Best weights (one safetensors file per run), then final metrics and statuses in one transaction."""
     statuses, rows = {}, []
-    for run, f, w in zip(group.runs, finals, weights):
+    for run, f, w in zip(runs, finals, weights):
         if f.get("failed"):
             statuses[run.run_id] = ("failed", f["failed"])
             continue
@@ -150,7 +151,7 @@ def _ray_train(group: Group, spec_json: dict, threads: int):
     t0 = time.perf_counter()
     finals = trainer.run(on_commit=collect)
     weights = [trainer.member_weights(m) for m in range(len(finals))]
-    return rows, statuses, finals, weights, time.perf_counter() - t0
+    return trainer.runs, rows, statuses, finals, weights, time.perf_counter() - t0
 
 
 def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | None = None,
@@ -176,9 +177,9 @@ def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | Non
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             g = refs[done[0]]
-            rows, statuses, finals, weights, wall = ray.get(done[0])
+            runs, rows, statuses, finals, weights, wall = ray.get(done[0])
             store.record_epochs(rows, statuses)
-            write_finals(store, g, finals, weights, wall)
+            write_finals(store, runs, finals, weights, wall)
             if progress:
                 progress(g)
     finally:

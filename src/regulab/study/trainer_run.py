@@ -36,6 +36,7 @@ class RunTrainer:
         if len(group.runs) != 1:
             raise ValueError("RunTrainer trains one run per group")
         self.group, self.spec, self.data = group, spec, data
+        self.runs = group.runs
         self.run_ = r = group.runs[0]
         self.a = a = r.arm_cfg
         md = build(spec.model.kind, spec.model.model_dump(), data.input_shape, data.num_classes)

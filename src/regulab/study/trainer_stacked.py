@@ -19,9 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import FlatParams, build, seeded_module
-from ..regularizers import (
-    coupled_decay_, decoupled_decay_, gaussian_noise, l1l2_penalty, label_smoothing_cross_entropy, max_norm_, mixup,
-)
+from ..regularizers import decoupled_decay_, gaussian_noise, l1l2_penalty, max_norm_, mixup
 from . import _common
 from .augment import apply_augment
 from .plan import Group
@@ -35,7 +33,9 @@ class StackedTrainer:
 
     def __init__(self, group: Group, spec: Spec, data, *, eval_chunk: int = 2048) -> None:
         self.group, self.spec, self.data = group, spec, data
-        runs = group.runs
+        # internal member order: members sharing the costly regularizers sit side by side, so
+        # those ops run on a contiguous member range (a view) instead of the whole stack
+        self.runs = runs = sorted(group.runs, key=_order_key)
         self.M = M = len(runs)
         md = build(spec.model.kind, spec.model.model_dump(), data.input_shape, data.num_classes)
         self.make = md.make
@@ -44,7 +44,6 @@ class StackedTrainer:
         self.fl = FlatParams.from_modules(mods)
         self.grad = self.fl.like()
         self.leaves = self.fl.leaves(self.fl.flat, self.grad)
-        self.w_leaves = [lf for lf, b in zip(self.leaves, self.fl.blocks) if b.is_weight]
         self.P, self.G = self.fl.views(), self.fl.views(self.grad)
         a = [r.arm_cfg for r in runs]
         t = lambda k, default=0.0: torch.tensor([float(x[k] if x[k] is not None else default) for x in a])  # noqa: E731
@@ -55,6 +54,14 @@ class StackedTrainer:
         self.aug = [x["augment"] for x in a]
         self.es = [_common.EarlyStopper(x["early_stopping"]) if x["early_stopping"] else None for x in a]
         self.eval_chunk = eval_chunk
+        self.r_p, self.r_ip = _range(self.p > 0), _range(self.input_p > 0)
+        self.r_pen = _range((self.l1 > 0) | (self.l2 > 0))
+        self.r_l1, self.r_wd = _range(self.l1 > 0), _range(self.wd > 0)
+        self.r_c, self.r_sigma = _range(self.c < _common.BIG), _range(self.sigma > 0)
+        self.r_eps = _range(self.eps > 0)
+        self.W = [v for b, v in zip(self.fl.blocks, self.P) if b.is_weight]
+        self.GW = [v for b, v in zip(self.fl.blocks, self.G) if b.is_weight]
+        self.step_t = torch.zeros(())
         # optimizer state (flat, like the parameters)
         self.m1 = self.fl.like()
         self.m2 = self.fl.like() if spec.optimizer.name in ("adam", "adamw") else None
@@ -78,11 +85,11 @@ class StackedTrainer:
         spec, M, e = self.spec, self.M, self.epoch
         xs, ys = self.data.x_train, self.data.y_train
         n, B = len(ys), spec.batch_size
-        perm = torch.stack([_common.order(r.seed, e, n) for r in self.group.runs])  # (M, N)
+        perm = torch.stack([_common.order(r.seed, e, n) for r in self.runs])  # (M, N)
         steps = math.ceil(n / B)
         losses = torch.empty(steps, M)
         lr = _common.lr_at(spec.optimizer, e, spec.epochs)
-        any_p, any_ip = bool(self.p.any()), bool(self.input_p.any())
+        any_p, any_ip = self.r_p is not None, self.r_ip is not None
         for s in range(steps):
             idx = perm[:, s * B:(s + 1) * B].reshape(-1)  # (M*b,)
             b = idx.numel() // M
@@ -97,11 +104,11 @@ class StackedTrainer:
         M, C = self.M, self.data.num_classes
         g = self._gen("step", e, s)
         x = apply_augment(x, self.aug, g)
-        if bool(self.sigma.any()):
-            x = gaussian_noise(x, self.sigma, generator=g)
-        target = y
+        if self.r_sigma is not None:
+            lo, hi = self.r_sigma
+            x[lo:hi] = gaussian_noise(x[lo:hi], self.sigma[lo:hi], generator=g)
+        target = F.one_hot(y, C).float()  # (M, b, C)
         if self.mix:
-            target = F.one_hot(y, C).float()  # (M, b, C)
             x = x.clone()
             for m, alpha in self.mix:
                 r = mixup(x[m], y[m], alpha, generator=g)
@@ -115,43 +122,56 @@ class StackedTrainer:
                 j = next(calls)
                 return j, self._gen("drop", e, s, j)
 
-            logits, ctx = self.net.forward_train(self.P, x, p=p, input_p=ip, seeds=seeds)
+            logits, ctx = self.net.forward_train(self.P, x, p=p, input_p=ip, seeds=seeds, p_range=self.r_p,
+                                                 input_range=self.r_ip)
         else:
             logits = self.net.forward(self.leaves, x, p=p, input_p=ip, training=True, generator=g)
-        lg = logits.detach().requires_grad_(True)
-        with torch.enable_grad():
-            eps = self.eps if bool(self.eps.any()) else 0.0
-            lm = label_smoothing_cross_entropy(lg, target, eps)  # (M,)
-            lm.sum().backward()
+        lm, dlogits = self._loss_head(logits.detach(), target)
         if self.net.manual:
-            self.net.backward(self.P, self.G, ctx, lg.grad, lambda j: self._gen("drop", e, s, j))
+            self.net.backward(self.P, self.G, ctx, dlogits, lambda j: self._gen("drop", e, s, j))
         else:
             self.grad.zero_()
-            logits.backward(lg.grad)
-        lm = lm.detach()
-        if bool(self.l1.any()) or bool(self.l2.any()):
-            W = [lf.detach() for lf in self.w_leaves]
-            lm = lm + l1l2_penalty(W, self.l1, self.l2)
-            coupled_decay_(self.w_leaves, 2 * self.l2)  # grad of l2·Σw² is 2·l2·w
-            if bool(self.l1.any()):
-                for w in self.w_leaves:  # grad of l1·Σ|w|
-                    w.grad.add_(torch.sign(w.detach()) * self.fl.member_scale(self.l1, w))
+            logits.backward(dlogits)
+        if self.r_pen is not None:  # Keras L1/L2 on weights: value, and its gradient
+            lo, hi = self.r_pen
+            lm[lo:hi] += l1l2_penalty([w[lo:hi] for w in self.W], self.l1[lo:hi], self.l2[lo:hi])
+            for w, gw in zip(self.W, self.GW):
+                gw[lo:hi].add_(w[lo:hi] * self.fl.member_scale(2 * self.l2[lo:hi], w[lo:hi]))  # 2·l2·w
+            if self.r_l1 is not None:
+                lo, hi = self.r_l1
+                for w, gw in zip(self.W, self.GW):
+                    gw[lo:hi].add_(torch.sign(w[lo:hi]) * self.fl.member_scale(self.l1[lo:hi], w[lo:hi]))
         self._optimizer_step(lr)
         return lm
+
+    def _loss_head(self, logits: torch.Tensor, target: torch.Tensor):
+        """Per-member mean cross-entropy against label-smoothed (soft) targets, and its gradient.
+
+        Same convention as :func:`regulab.regularizers.label_smoothing_cross_entropy` (target
+        ``(1 − ε)·y + ε/C``), written out because the gradient is needed in closed form:
+        ``(softmax − target)/B``. The per-run trainer calls the library function; the
+        stacked-vs-per-run test checks the two agree.
+        """
+        M, b, C = logits.shape
+        if self.r_eps is not None:
+            eps = self.eps.view(M, 1, 1)
+            target = target.mul_(1 - eps).add_(eps / C)
+        lp = torch.log_softmax(logits, -1)  # (M, b, C)
+        loss = -(target * lp).sum(-1).mean(-1)  # (M,)
+        grad = lp.exp_().sub_(target).div_(b)
+        return loss, grad
 
     @torch.no_grad()
     def _optimizer_step(self, lr: float) -> None:
         opt, flat, g = self.spec.optimizer, self.fl.flat, self.grad
-        if bool(self.wd.any()):
-            decoupled_decay_(self.w_leaves, lr, self.wd)
+        if self.r_wd is not None:
+            lo, hi = self.r_wd
+            decoupled_decay_([w[lo:hi] for w in self.W], lr, self.wd[lo:hi])
         self.step_count += 1
-        if self.m2 is not None:  # Adam, as torch.optim.Adam (single-tensor path)
-            b1, b2 = opt.betas
-            self.m1.lerp_(g, 1 - b1)
-            self.m2.mul_(b2).addcmul_(g, g, value=1 - b2)
-            bc1, bc2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
-            denom = (self.m2.sqrt() / math.sqrt(bc2)).add_(opt.eps)
-            flat.addcdiv_(self.m1, denom, value=-lr / bc1)
+        if self.m2 is not None:  # Adam: torch's fused CPU kernel, one pass over the flat buffers
+            self.step_t.fill_(self.step_count)
+            torch._fused_adam_([flat], [g], [self.m1], [self.m2], [], [self.step_t], lr=lr, beta1=opt.betas[0],
+                               beta2=opt.betas[1], weight_decay=0.0, eps=opt.eps, amsgrad=False, maximize=False)
         elif opt.name == "sgd":
             flat.add_(g, alpha=-lr)
         else:  # momentum / nesterov, as torch.optim.SGD
@@ -161,9 +181,10 @@ class StackedTrainer:
                 self.m1.mul_(opt.momentum).add_(g)
             d = g.add(self.m1, alpha=opt.momentum) if opt.name == "nesterov" else self.m1
             flat.add_(d, alpha=-lr)
-        if bool((self.c < _common.BIG).any()):
-            for w in self.w_leaves:
-                max_norm_(w.detach(), self.c, stacked=True)
+        if self.r_c is not None:
+            lo, hi = self.r_c
+            for w in self.W:
+                max_norm_(w[lo:hi], self.c[lo:hi], stacked=True)
         frozen = ~self.active
         if bool(frozen.any()):
             for src, dst in zip(self.snap, (flat, self.m1, self.m2)):
@@ -200,7 +221,7 @@ class StackedTrainer:
             dt = time.perf_counter() - t0
             lr = _common.lr_at(spec.optimizer, self.epoch - 1, spec.epochs)
             was_active = self.active.clone()
-            for m, r in enumerate(self.group.runs):
+            for m, r in enumerate(self.runs):
                 if not was_active[m]:
                     continue
                 pending.append(dict(run_id=r.run_id, epoch=self.epoch, train_loss=tr_loss[m].item(),
@@ -258,7 +279,7 @@ class StackedTrainer:
         """Test metrics of each member's best weights, and its best-epoch summary."""
         t_loss, t_acc = self.evaluate(self.data.x_test, self.data.y_test, self.best)
         out = []
-        for m, r in enumerate(self.group.runs):
+        for m, r in enumerate(self.runs):
             info = self.best_info[m]
             out.append(dict(run_id=r.run_id, best_epoch=info["epoch"], stopped_epoch=self.stopped[m] or self.epoch,
                             test_loss=t_loss[m].item(), test_acc=t_acc[m].item(),
@@ -282,11 +303,11 @@ class StackedTrainer:
         info = {"epoch": self.epoch, "step_count": self.step_count, "active": self.active.tolist(),
                 "failed": {str(k): v for k, v in self.failed.items()}, "stopped": self.stopped,
                 "best_info": self.best_info, "es": [None if es is None else es.state() for es in self.es],
-                "run_ids": [r.run_id for r in self.group.runs]}
+                "run_ids": [r.run_id for r in self.runs]}
         return tensors, info
 
     def load_state(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
-        if info["run_ids"] != [r.run_id for r in self.group.runs]:
+        if info["run_ids"] != [r.run_id for r in self.runs]:
             raise ValueError("checkpoint belongs to other runs")
         for k, dst in (("flat", self.fl.flat), ("m1", self.m1), ("best", self.best), ("snap0", self.snap[0]),
                        ("snap1", self.snap[1]), ("m2", self.m2), ("snap2", self.snap[2])):
@@ -297,3 +318,15 @@ class StackedTrainer:
         self.failed = {int(k): v for k, v in info["failed"].items()}
         self.stopped, self.best_info = list(info["stopped"]), info["best_info"]
         self.es = [None if es is None else _common.EarlyStopper(es.cfg, st) for es, st in zip(self.es, info["es"])]
+
+
+def _order_key(run) -> tuple:
+    a = run.arm_cfg
+    return (a["p"] == 0, a["input_p"] == 0, a["max_norm"] is None, a["l1"] == 0 and a["l2"] == 0,
+            a["weight_decay"] == 0, a["input_noise"] == 0)
+
+
+def _range(mask: torch.Tensor) -> tuple[int, int] | None:
+    """The smallest (lo, hi) member range holding every True of ``mask``; None when none."""
+    idx = mask.nonzero().flatten()
+    return None if idx.numel() == 0 else (int(idx[0]), int(idx[-1]) + 1)
