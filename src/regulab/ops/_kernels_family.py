@@ -21,7 +21,7 @@ from numba import float32, int32, njit, prange, uint32
 from numba.core import types
 from numba.extending import intrinsic
 
-from ._kernels import BLOCK, bits_at, block_keys, set_threads
+from ._kernels import BLOCK, PARALLEL_MIN, bits_at, block_keys, set_threads
 from ._rng import MASK32
 
 __all__ = ["alpha_affine", "normal_apply", "keep_mask", "uniform", "HALF"]
@@ -128,8 +128,7 @@ def _normal_chunk(x, out, start, k0, k1, sigma, additive):
                 out[j + HALF] = x[j + HALF] + x.dtype.type(z1) if additive else x[j + HALF] * x.dtype.type(_ONE + z1)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _normal_apply(x, out, k0, k1, sigma, additive):
+def _normal_apply_py(x, out, k0, k1, sigma, additive):
     nblocks = (x.size + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         st = b * BLOCK
@@ -147,8 +146,7 @@ def _alpha_block(x, out, start, k0, k1, t, a, bk, bd):
         out[j] = x[j] * (a if keep else z) + (bk if keep else bd)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _alpha_affine(x, out, k0, k1, t, a, bk, bd):
+def _alpha_affine_py(x, out, k0, k1, t, a, bk, bd):
     nblocks = (x.size + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         st = b * BLOCK
@@ -156,8 +154,7 @@ def _alpha_affine(x, out, k0, k1, t, a, bk, bd):
         _alpha_block(x[st:sp], out[st:sp], st, k0, k1, t, a, bk, bd)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _keep_mask(out, k0, k1, t):
+def _keep_mask_py(out, k0, k1, t):
     nblocks = (out.size + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         st = b * BLOCK
@@ -167,8 +164,7 @@ def _keep_mask(out, k0, k1, t):
             out[st + j] = bits_at(j, off, k0, hk) >= t
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def _uniform(out, k0, k1):
+def _uniform_py(out, k0, k1):
     nblocks = (out.size + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         st = b * BLOCK
@@ -179,32 +175,44 @@ def _uniform(out, k0, k1):
             out[st + j] = float32(int32(bits_at(j, off, k0, hk) >> uint32(9))) * _GRID2 + _GRID
 
 
+def _pair(py):
+    """(parallel, serial) compilations: small tensors run on the calling thread (waking a pool costs more)."""
+    return (njit(parallel=True, cache=True, error_model="numpy")(py), njit(cache=True, error_model="numpy")(py))
+
+
+_KERNELS = {name: _pair(py) for name, py in (("normal", _normal_apply_py), ("alpha", _alpha_affine_py),
+                                               ("keep", _keep_mask_py), ("uniform", _uniform_py))}
+
+
+def _kernel(name: str, n: int):
+    if n >= PARALLEL_MIN:
+        set_threads()
+        return _KERNELS[name][0]
+    return _KERNELS[name][1]
+
+
 def alpha_affine(x: np.ndarray, out: np.ndarray, k0: int, k1: int, t: int, a, bk, bd) -> None:
     """out = x·a + bk where bits >= t else x·0 + bd (flat arrays, ``out`` may alias ``x``)."""
-    set_threads()
     d = x.dtype.type
-    _alpha_affine(x, out, np.uint32(k0), np.uint32(k1), np.uint32(t), d(a), d(bk), d(bd))
+    _kernel("alpha", x.size)(x, out, np.uint32(k0), np.uint32(k1), np.uint32(t), d(a), d(bk), d(bd))
 
 
 def normal_apply(x: np.ndarray, out: np.ndarray, k0: int, k1: int, sigma: float, additive: bool) -> None:
     """out = x + σz (additive) or x·(1 + σz), z the paired Box-Muller normals (flat arrays)."""
-    set_threads()
-    _normal_apply(x, out, np.uint32(k0), np.uint32(k1), np.float32(sigma), bool(additive))
+    _kernel("normal", x.size)(x, out, np.uint32(k0), np.uint32(k1), np.float32(sigma), bool(additive))
 
 
 def keep_mask(n: int, k0: int, k1: int, t: int) -> np.ndarray:
     """Boolean array: bits(i) >= t for i < n."""
-    set_threads()
     out = np.empty(n, dtype=np.bool_)
-    _keep_mask(out, np.uint32(k0), np.uint32(k1), np.uint32(t))
+    _kernel("keep", n)(out, np.uint32(k0), np.uint32(k1), np.uint32(t))
     return out
 
 
 def uniform(n: int, k0: int, k1: int) -> np.ndarray:
     """float32 uniforms ((bits(i) >> 9) + ½)·2^-23, strictly inside (0, 1)."""
-    set_threads()
     out = np.empty(n, dtype=np.float32)
-    _uniform(out, np.uint32(k0), np.uint32(k1))
+    _kernel("uniform", n)(out, np.uint32(k0), np.uint32(k1))
     return out
 
 

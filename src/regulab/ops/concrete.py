@@ -19,21 +19,31 @@ from .._validate import NONNEG, POSITIVE, check, register
 from ._kernels_family import uniform
 from ._rng import bits_ref, draw_seed, mix_seed
 
-__all__ = ["concrete_dropout", "concrete_regularizer", "uniform_like"]
+__all__ = ["concrete_dropout", "concrete_regularizer", "uniform_like", "uniform_ref"]
 
 register("concrete_dropout", "temperature", POSITIVE)
 register("concrete_regularizer", "weight_regularizer", NONNEG)
 register("concrete_regularizer", "dropout_regularizer", NONNEG)
 
 
-def uniform_like(x: Tensor, seed: int) -> Tensor:
+def uniform_ref(seed: int, n: int, device=None) -> Tensor:
+    """Torch reference of the uniform kernel (bit for bit)."""
+    b = bits_ref(seed, 0, n, device=device)
+    return (b >> 9).to(torch.float32) * 2.0**-23 + 2.0**-24
+
+
+@torch.library.custom_op("regulab::uniform_like", mutates_args=())
+def uniform_like(x: Tensor, seed: Tensor) -> Tensor:
     """float32 uniforms ``((bits(i) >> 9) + ½)·2^-23`` in (0, 1), shaped like ``x``, on ``x``'s device."""
-    n = x.numel()
     if x.device.type == "cpu":
-        k0, k1 = mix_seed(seed)
-        return torch.from_numpy(uniform(n, k0, k1)).view(x.shape)
-    b = bits_ref(seed, 0, n, device=x.device)
-    return ((b >> 9).to(torch.float32) * 2.0**-23 + 2.0**-24).view(x.shape)
+        k0, k1 = mix_seed(int(seed))
+        return torch.from_numpy(uniform(x.numel(), k0, k1)).view(x.shape)
+    return uniform_ref(int(seed), x.numel(), x.device).view(x.shape)
+
+
+@uniform_like.register_fake
+def _(x, seed):
+    return torch.empty(x.shape, dtype=torch.float32, device=x.device)
 
 
 def concrete_dropout(x: Tensor, p_logit: Tensor, temperature: float = 0.1, training: bool = True, *,
@@ -66,7 +76,7 @@ def concrete_dropout(x: Tensor, p_logit: Tensor, temperature: float = 0.1, train
     t = float(check("concrete_dropout", "temperature", temperature, POSITIVE))
     if not training or x.numel() == 0:
         return x
-    u = uniform_like(x, int(draw_seed(generator))).to(device=x.device, dtype=x.dtype)
+    u = uniform_like(x.detach(), draw_seed(generator)).to(x.dtype)  # constant noise: no gradient
     z = torch.sigmoid((p_logit + torch.log(u) - torch.log1p(-u)) / t)  # relaxed drop indicator
     return x * (1 - z) / torch.sigmoid(-p_logit)  # 1 − p = sigmoid(−logit)
 

@@ -1,0 +1,178 @@
+"""One parametrised suite over every dropout-family layer (regulab.nn.registry.LAYERS)."""
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import regulab
+from regulab._validate import CONSTRAINTS, PROB
+from regulab.nn.registry import LAYERS
+
+NAMES = list(LAYERS)
+TWINS = [n for n in NAMES if LAYERS[n].torch_twin is not None]
+
+
+def _rate_constraint(spec):
+    return CONSTRAINTS.get((spec.cls.__name__, spec.rate), PROB)
+
+
+def _small(x):
+    """Cut an input down for gradcheck (the Jacobian is numel x numel)."""
+    x = x[:1]
+    if x.numel() > 200 and x.dim() > 1:
+        x = x[:, :2]
+    return x
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eval_semantics(name):
+    spec = LAYERS[name]
+    m, x = spec.build().eval(), spec.make_input()
+    y = m(x)
+    if spec.eval_identity:
+        assert y is x
+    else:
+        assert torch.equal(y, m(x))  # deterministic in eval
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_is_random_and_seeded(name):
+    spec = LAYERS[name]
+    m, x = spec.build().train(), spec.make_input()
+    torch.manual_seed(0)
+    a = m(x)
+    torch.manual_seed(0)
+    b = m(x)
+    assert torch.equal(a, b)  # torch.manual_seed makes the draw reproducible
+    assert not torch.equal(a, m(x))  # a fresh draw on every call
+    assert a.shape == m.eval()(x).shape
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_rate_is_identity(name):
+    spec = LAYERS[name]
+    if not _rate_constraint(spec).contains(0.0):
+        pytest.skip(f"{spec.rate} = 0 is outside its range")
+    m, x = spec.build(**{spec.rate: 0.0}), spec.make_input()
+    y = m.train()(x)
+    if spec.eval_identity:
+        assert y is x
+    assert torch.equal(y, m.eval()(x))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if LAYERS[n].preserves_mean])
+def test_expectation_preserved(name):
+    # seeded: per element, |mean of T passes - eval output| < 6 standard errors for >= 99.9%
+    spec = LAYERS[name]
+    m, x = spec.build(), spec.make_input()
+    ref = m.eval()(x).detach()
+    m.train()
+    with torch.no_grad():
+        ys = torch.stack([m(x) for _ in range(400)])
+    se = ys.std(0) / 20 + 1e-6
+    z = (ys.mean(0) - ref).abs() / se
+    assert (z < 6).float().mean() > 0.999, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_rate_is_refused_in_house_style(name):
+    spec = LAYERS[name]
+    for bad in _rate_constraint(spec).bad_values():
+        with pytest.raises(ValueError, match=rf"^{spec.cls.__name__}: {spec.rate} must be "):
+            spec.build(**{spec.rate: bad})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_repr_and_state_dict(name):
+    spec = LAYERS[name]
+    m = spec.build()
+    r = repr(m)
+    assert r.startswith(spec.cls.__name__ + "(")
+    rate = "sigma" if spec.rate == "sigma" else "p"
+    assert re.search(rf"\b{rate}=", r), r
+    if spec.torch_twin is not None and spec.torch_twin.__name__ == spec.cls.__name__:
+        assert r == repr(spec.torch_twin(**spec.kwargs()))
+    assert sorted(m.state_dict()) == sorted(spec.state_keys)
+    assert all(isinstance(t, nn.Parameter) for t in m.parameters())
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if LAYERS[n].float_input])
+def test_gradients_match_finite_differences(name):
+    spec = LAYERS[name]
+    m = spec.build().double().train()
+    x = _small(spec.make_input()).double().requires_grad_()
+
+    def seeded(t):  # the same draw on every call: a deterministic function of t
+        torch.manual_seed(7)
+        return m(t)
+
+    assert torch.autograd.gradcheck(seeded, (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if LAYERS[n].saves_only_seed and LAYERS[n].float_input])
+def test_backward_keeps_no_mask(name):
+    spec = LAYERS[name]
+    m = spec.build().train()
+    x = spec.make_input().requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = m(x.view_as(x))
+    assert saved and all(t.numel() <= 1 for t in saved), [tuple(t.shape) for t in saved]
+    y.sum().backward()
+    assert x.grad is not None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compile_fullgraph(name):
+    # aot_eager: Dynamo must capture one graph (no breaks) and AOT autograd must trace the backward
+    spec = LAYERS[name]
+    torch._dynamo.reset()
+    m, x = spec.build().train(), spec.make_input()
+    if spec.float_input:
+        x.requires_grad_()
+    y = torch.compile(m, fullgraph=True, backend="aot_eager")(x)
+    assert y.shape == m.eval()(x).shape
+    if spec.float_input:
+        y.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_parity_with_torch_twin(name):
+    spec = LAYERS[name]
+    kw = spec.kwargs()
+    ours, twin = spec.build(), spec.torch_twin(**kw)
+    if list(twin.state_dict()):
+        twin.load_state_dict(ours.state_dict())
+    x = spec.make_input()
+    assert torch.equal(ours.eval()(x), twin.eval()(x))
+    if not spec.eval_identity:
+        return
+    # training: the same values (exactly) and the same drop fraction (binomial, 5 standard errors)
+    ones = torch.ones(64 * x.shape[0], *x.shape[1:])
+    ours.train(), twin.train()
+    a, b = ours(ones), twin(ones)
+    assert torch.equal(torch.unique(a), torch.unique(b))
+    drop_a = (a != a.max()).float().mean()
+    drop_b = (b != b.max()).float().mean()
+    cells = ones.numel() if name in ("Dropout", "AlphaDropout") else ones.shape[0] * ones.shape[1]
+    p = kw["p"]
+    assert abs(float(drop_a - drop_b)) < 5 * (2 * p * (1 - p) / cells) ** 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["Dropout2d", "AlphaDropout", "GaussianDropout", "DropBlock2d"])
+def test_compile_inductor(name):
+    spec = LAYERS[name]
+    torch._dynamo.reset()
+    m, x = spec.build().train(), spec.make_input().requires_grad_()
+    y = torch.compile(m, fullgraph=True)(x)
+    y.sum().backward()
+    assert x.grad is not None
+
+
+def test_registry_covers_every_exported_layer():
+    exported = {getattr(regulab.nn, n) for n in regulab.nn.__all__}
+    layers = {c for c in exported if isinstance(c, type) and issubclass(c, nn.Module) and c is not regulab.nn.DropoutBase}
+    assert layers == {s.cls for s in LAYERS.values()}
