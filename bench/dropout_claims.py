@@ -114,13 +114,16 @@ def main() -> None:
             models = base_models if arm == "baseline" else loaded[arm][1]
             rows = [compare_models({arm: (m, "dropout", call)}, x, y, pairs=args.pairs)["models"][arm]
                     for m in models]
+            for r in rows:  # interaction relative to single-unit effects: controls for overall loss scale
+                r["relative_interaction"] = r["mean_abs_interaction"] / r["mean_abs_single"]
             per_arm[arm] = {k: mean_sd([r[k] for r in rows]) for k in
                             ("fraction_zero", "mean_activation", "dead_units", "mean_abs_interaction",
-                             "mean_interaction", "mean_abs_single")}
+                             "mean_interaction", "mean_abs_single", "relative_interaction", "loss", "accuracy")}
         b = per_arm["baseline"]
         verdict = {arm: {"higher_sparsity": r["fraction_zero"][0] > b["fraction_zero"][0],
                          "lower_mean_activation": r["mean_activation"][0] < b["mean_activation"][0],
-                         "lower_coadaptation": r["mean_abs_interaction"][0] < b["mean_abs_interaction"][0]}
+                         "lower_coadaptation": r["mean_abs_interaction"][0] < b["mean_abs_interaction"][0],
+                         "lower_relative_coadaptation": r["relative_interaction"][0] < b["relative_interaction"][0]}
                    for arm, r in per_arm.items() if arm != "baseline"}
         result["layers"][layer_name] = {"by_arm": per_arm, "verdict_vs_baseline": verdict}
     result["seconds"] = round(time.perf_counter() - t0, 1)
