@@ -1,0 +1,86 @@
+"""The family's numba kernels against their torch references, bit for bit (same bits, same float32 steps)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from regulab.ops import _kernels_family as K
+from regulab.ops._kernels import BLOCK, PARALLEL_MIN
+from regulab.ops._rng import bits_ref, keep_threshold, mix_seed
+from regulab.ops.alpha import alpha_affine_op, alpha_affine_ref, alpha_constants
+from regulab.ops.concrete import uniform_like, uniform_ref
+from regulab.ops.gaussian import gaussian_apply, gaussian_apply_ref, normal_ref
+
+SIZES = [1, 1000, BLOCK + 3, PARALLEL_MIN + 5]  # short chunk, serial, parallel
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("linear", [False, True])
+def test_alpha_kernel_equals_reference(n, dtype, linear):
+    x = torch.randn(n, dtype=dtype)
+    for p in (0.1, 0.5):
+        assert torch.equal(alpha_affine_op(x, torch.tensor(2**40 + 3), p, linear), alpha_affine_ref(x, 2**40 + 3, p, linear))
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("additive", [False, True])
+def test_gaussian_kernel_equals_reference(n, dtype, additive):
+    x = torch.randn(n, dtype=dtype)
+    assert torch.equal(gaussian_apply(x, torch.tensor(-5), 0.7, additive), gaussian_apply_ref(x, -5, 0.7, additive))
+
+
+def test_gaussian_kernel_on_non_contiguous_input():
+    x = torch.randn(40, 30).t()
+    assert torch.equal(gaussian_apply(x, torch.tensor(9), 1.0, False), gaussian_apply_ref(x, 9, 1.0, False))
+
+
+@pytest.mark.parametrize("start", [2**32 - BLOCK, 2**32, 5 * 2**32 + 7 * BLOCK])
+def test_kernels_past_32_bit_counters(start):
+    # the chunk functions take the global counter of their first element: reach 2^32 without 16 GB tensors
+    seed, k = 77, mix_seed(77)
+    k0, k1 = np.uint32(k[0]), np.uint32(k[1])
+    z = np.zeros(BLOCK, np.float32)
+    out = np.empty_like(z)
+    K._normal_chunk(z, out, start, k0, k1, np.float32(1.0), True)
+    assert torch.equal(torch.from_numpy(out), normal_ref(seed, start, BLOCK))
+    x = torch.randn(BLOCK)
+    t = keep_threshold(0.3)
+    a, bk, bd = alpha_constants(0.3, torch.float32)
+    K._alpha_block(x.numpy(), out, start, k0, k1, np.uint32(t), np.float32(a), np.float32(bk), np.float32(bd))
+    keep = bits_ref(seed, start, BLOCK) >= t
+    want = x * torch.where(keep, a, 0.0) + torch.where(keep, bk, bd)
+    assert torch.equal(torch.from_numpy(out), want)
+
+
+@pytest.mark.parametrize("n", [5, PARALLEL_MIN + 1])
+def test_keep_mask_and_uniform_equal_reference(n):
+    k0, k1 = mix_seed(123)
+    t = keep_threshold(0.25)
+    assert torch.equal(torch.from_numpy(K.keep_mask(n, k0, k1, t)), bits_ref(123, 0, n) >= t)
+    u = uniform_like(torch.empty(n), torch.tensor(123))
+    assert torch.equal(u, uniform_ref(123, n))
+    assert float(u.min()) > 0 and float(u.max()) < 1
+
+
+def test_box_muller_accuracy_against_float64():
+    # the float32 log/sin/cos polynomials: |z - z_float64| < 2e-6 (stated tolerance)
+    seed, n = 5, 2 * BLOCK
+    b = bits_ref(seed, 0, n).view(2, 2, K.HALF).double()  # (chunk, half, j)
+    u1, u2 = torch.floor(b[:, 0] / 256) / 2**24, torch.floor(b[:, 1] / 256) / 2**24
+    r, th = torch.sqrt(-2 * torch.log1p(-u1)), 2 * math.pi * (u2 - 0.5)
+    exact = torch.stack([r * torch.cos(th), r * torch.sin(th)], dim=1).reshape(-1)
+    assert float((normal_ref(seed, 0, n).double() - exact).abs().max()) < 2e-6
+
+
+def test_normals_statistics():
+    z = gaussian_apply(torch.zeros(1 << 20), torch.tensor(11), 1.0, True).double()
+    # seeded; standard errors: mean 1e-3, var 1.4e-3, kurtosis ~5e-3
+    assert abs(float(z.mean())) < 5e-3
+    assert abs(float(z.var()) - 1) < 7e-3
+    assert abs(float((z**4).mean()) - 3) < 0.05
+    assert float(z.abs().max()) <= math.sqrt(-2 * math.log(2**-24)) + 1e-5  # 24-bit uniforms: |z| <= 5.77
+    c, s = z.view(-1, 2, K.HALF)[:, 0], z.view(-1, 2, K.HALF)[:, 1]
+    assert abs(float(torch.corrcoef(torch.stack([c.reshape(-1), s.reshape(-1)]))[0, 1])) < 5e-3  # pairs uncorrelated
