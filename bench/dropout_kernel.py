@@ -48,11 +48,43 @@ def fwdbwd_fns(x: torch.Tensor, g: torch.Tensor) -> dict:
     return {"regulab": step(regulab.ops.dropout), "torch": step(F.dropout)}
 
 
+def timm_drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+    """timm's drop_path formulation (the plain-torch twin of DropPath)."""
+    keep = 1 - p
+    noise = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * noise.div_(keep)
+
+
+def variant_speedups(repeats: int) -> dict[str, object]:
+    """Dropout-family variants at 2^22 float32 elements vs torch's twin (or the plain torch formulation)."""
+    sigma = (P / (1 - P)) ** 0.5
+    shapes = {"Dropout2d": (64, 64, 32, 32), "DropPath": (256, 64, 256), "AlphaDropout": (1 << 22,),
+              "GaussianDropout": (1 << 22,)}
+    pairs = {
+        "Dropout2d": (lambda t: regulab.ops.dropout2d(t, P), lambda t: F.dropout2d(t, P, True)),
+        "DropPath": (lambda t: regulab.ops.drop_path(t, P, True), lambda t: timm_drop_path(t, P)),
+        "AlphaDropout": (lambda t: regulab.ops.alpha_dropout(t, P), lambda t: F.alpha_dropout(t, P, True)),
+        "GaussianDropout": (lambda t: regulab.ops.gaussian_dropout(t, P),
+                            lambda t: t * (1 + sigma * torch.randn_like(t))),
+    }
+    out: dict[str, object] = {"variants_ms": {}}
+    for name, (ours, theirs) in pairs.items():
+        x = torch.randn(shapes[name])
+        t = median_seconds({"regulab": lambda: ours(x), "torch": lambda: theirs(x)}, max(repeats, 5))
+        out["variants_ms"][name] = {k: round(v * 1e3, 3) for k, v in t.items()}
+        out[f"{name}_fwd_speedup_vs_torch"] = round(t["torch"] / t["regulab"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    ap.add_argument("--variants-only", action="store_true", help="only the dropout-family variant rows")
     args = ap.parse_args()
     repeats = 5 if args.quick else 11
+    if args.variants_only:
+        emit("dropout_kernel", {"p": P, "dtype": "float32", "repeats": max(repeats, 5), **variant_speedups(repeats)})
+        return
     compiled = torch.compile(lambda t: F.dropout(t, P, True))
     result: dict[str, object] = {"p": P, "dtype": "float32", "repeats": repeats, "sizes": {}}
     for log2 in (20, 22, 24):
@@ -80,6 +112,7 @@ def main() -> None:
         fwd_fraction_of_clone=at24["fwd_fraction_of_clone"],
         saved_bytes_per_element=saved_bytes_per_element(lambda t: regulab.ops.dropout(t, P), 1 << 22),
         torch_saved_bytes_per_element=saved_bytes_per_element(lambda t: F.dropout(t, P), 1 << 22),
+        **variant_speedups(repeats),
     )
     emit("dropout_kernel", result)
 
