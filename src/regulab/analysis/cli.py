@@ -127,8 +127,12 @@ def _text(doc: dict) -> str:
     lines.append("MC error by T (mean ± sd over repeats): " + ", ".join(
         f"T={t}: {100 * m:.2f}±{100 * s:.2f}" for t, m, s in zip(doc["Ts"], doc["mc_error_mean"], doc["mc_error_sd"])))
     w = doc["within_sd_T"]
-    lines.append(f"MC averaging stays within one sd of weight scaling from T = {w}" if w is not None
-                 else "MC averaging does not settle within one sd of weight scaling over these T")
+    if w is not None:
+        lines.append(f"MC averaging stays within one sd of weight scaling from T = {w}")
+    else:
+        gap = 100 * (doc["mc_error_mean"][-1] - doc["error"]["weight scaling"])
+        lines.append(f"MC averaging does not stay within one sd of weight scaling over these T: at T={doc['Ts'][-1]} "
+                     f"it is {abs(gap):.2f} points {'below' if gap < 0 else 'above'} it")
     if "ensemble_members" in doc:
         lines.append("ensemble error by members: " + ", ".join(
             f"{k}: {100 * e:.2f}" for k, e in zip(doc["ensemble_members"], doc["ensemble_error_mean"])))
