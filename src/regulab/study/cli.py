@@ -105,11 +105,9 @@ def print_summary(res, quiet: bool = False) -> None:
 
 
 def _after_study(study_dir) -> None:
-    """Hook: write the study report when :mod:`regulab.report` provides ``write_report``."""
+    """Hook: write the study report (report.html, results.csv/json); print its verdicts and path."""
     try:
-        from ..report import write_report
+        from ..report.cli import after_study
     except ImportError:
         return
-    path = write_report(study_dir)
-    if path:
-        print(f"report: {path}")
+    after_study(study_dir)
