@@ -156,6 +156,8 @@ class Model(_M):
                              + (f"; {hint}" if hint else ""))
         allowed = _MODEL_FIELDS[self.kind] | {"kind"}
         for name in sorted(self.model_fields_set - allowed):
+            if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
+                continue  # a stored spec repeats every default
             raise ValueError(f"{name}|must be left out for kind {self.kind!r} (it applies to "
                              f"{', '.join(k for k, v in _MODEL_FIELDS.items() if name in v) or 'user factories'})"
                              f", got {getattr(self, name)!r}")

@@ -111,17 +111,28 @@ def safe_name(text: str, max_len: int = 80) -> str:
 
 
 def _check_db_file(path: Path) -> None:
-    """Refuse a file that is not a regulab study database (never overwrite it)."""
+    """Refuse a file that is not SQLite at all (never overwrite it)."""
     if not path.exists() or path.stat().st_size == 0:
         return
     with open(path, "rb") as f:
-        head = f.read(100)
-    if not head.startswith(b"SQLite format 3\x00"):
+        head = f.read(16)
+    if head != b"SQLite format 3\x00":
         raise StudyError(f"{path}: not a regulab study database (not SQLite); refusing to touch it")
-    app_id = int.from_bytes(head[68:72], "big")
+
+
+def _check_app_id(con: sqlite3.Connection, path: Path, allow_fresh: bool) -> bool:
+    """Refuse another application's SQLite file (read through the WAL); True when the file is empty."""
+    try:
+        app_id = con.execute("PRAGMA application_id").fetchone()[0]
+        n = con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        raise StudyError(f"{path}: not a regulab study database ({e}); refusing to touch it") from None
+    if allow_fresh and n == 0 and app_id == 0:
+        return True
     if app_id != APPLICATION_ID:
         raise StudyError(f"{path}: SQLite file of another application (application_id={app_id:#x}); "
                          "refusing to overwrite it; choose another --out folder")
+    return False
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -172,10 +183,10 @@ class Store:
         try:
             _check_db_file(db)
             self.con = _connect(db)
+            fresh = _check_app_id(self.con, db, allow_fresh=True)
             self.con.execute("PRAGMA journal_mode=WAL")
             self.con.execute("PRAGMA synchronous=NORMAL")
             self.con.execute("PRAGMA foreign_keys=ON")
-            fresh = self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
             if fresh:
                 with self._tx():
                     self.con.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -186,6 +197,7 @@ class Store:
                     self.con.executemany("INSERT INTO meta VALUES (?, ?)", [
                         ("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION)),
                         ("created_at", repr(time.time()))])
+                self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # header (application_id) on disk now
             _check_meta(self.con, db)
         except BaseException:
             self.close()
@@ -339,6 +351,7 @@ def open_results(study_dir: str | os.PathLike) -> Results:
     _check_db_file(db)
     con = _connect(db, readonly=True)
     try:
+        _check_app_id(con, db, allow_fresh=False)
         _check_meta(con, db)
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         row = con.execute("SELECT spec_json FROM spec WHERE id = 1").fetchone()
