@@ -176,3 +176,43 @@ def test_registry_covers_every_exported_layer():
     exported = {getattr(regulab.nn, n) for n in regulab.nn.__all__}
     layers = {c for c in exported if isinstance(c, type) and issubclass(c, nn.Module) and c is not regulab.nn.DropoutBase}
     assert layers == {s.cls for s in LAYERS.values()}
+
+
+# ---- every constraint the family registers, refused in house style (generated from the table) ----
+
+_X = torch.ones(2, 3, 4)
+_CALLS = {
+    "shared_dropout": lambda **kw: regulab.ops.shared_dropout(_X, **kw),
+    "dropout1d": lambda **kw: regulab.ops.dropout1d(_X, **kw),
+    "dropout2d": lambda **kw: regulab.ops.dropout2d(_X[None], **kw),
+    "dropout3d": lambda **kw: regulab.ops.dropout3d(_X[None, None], **kw),
+    "locked_dropout": lambda **kw: regulab.ops.locked_dropout(_X, **kw),
+    "embedding_dropout": lambda **kw: regulab.ops.embedding_dropout(_X[0], **kw),
+    "drop_path": lambda **kw: regulab.ops.drop_path(_X, **kw),
+    "drop_path_rates": lambda **kw: regulab.ops.drop_path_rates(**{"p_max": 0.1, "depth": 3, **kw}),
+    "alpha_dropout": lambda **kw: regulab.ops.alpha_dropout(_X, **kw),
+    "feature_alpha_dropout": lambda **kw: regulab.ops.feature_alpha_dropout(_X, **kw),
+    "gaussian_dropout": lambda **kw: regulab.ops.gaussian_dropout(_X, **kw),
+    "gaussian_noise": lambda **kw: regulab.ops.gaussian_noise(_X, **kw),
+    "drop_block2d": lambda **kw: regulab.ops.drop_block2d(_X[None], **kw),
+    "drop_connect_linear": lambda **kw: regulab.ops.drop_connect_linear(_X, torch.ones(2, 4), **kw),
+    "concrete_dropout": lambda **kw: regulab.ops.concrete_dropout(_X, torch.tensor(0.0), **kw),
+    "concrete_regularizer": lambda **kw: regulab.ops.concrete_regularizer(torch.tensor(0.0), 1.0, 3, **kw),
+    "rdrop_loss": lambda **kw: regulab.ops.rdrop_loss(_X[0], _X[0], torch.tensor([0, 1]), **kw),
+    "mc_predict": lambda **kw: regulab.mc_predict(nn.Identity(), _X, **kw),
+    "scheduled_rate": lambda **kw: regulab.schedules.scheduled_rate(**{"kind": "linear", "t": 1, "total": 3,
+                                                                         "p_start": 0.0, "p_end": 0.5, **kw}),
+    "DropoutSchedule": lambda **kw: regulab.schedules.DropoutSchedule(nn.Identity(), **kw),
+    "DropBlock2d": lambda **kw: regulab.nn.DropBlock2d(**kw),
+    "ConcreteDropout": lambda **kw: regulab.nn.ConcreteDropout(**kw),
+    "GaussianNoise": lambda **kw: regulab.nn.GaussianNoise(**kw),
+}
+_CASES = [pytest.param(w, prm, bad, id=f"{w}.{prm}={bad!r}")
+          for (w, prm), c in sorted(CONSTRAINTS.items(), key=str) if w in _CALLS for bad in c.bad_values()]
+
+
+@pytest.mark.parametrize("where,param,bad", _CASES)
+def test_every_family_constraint_is_enforced(where, param, bad):
+    with pytest.raises(ValueError) as e:
+        _CALLS[where](**{param: bad})
+    assert str(e.value).startswith(f"{where}: {param} must be {CONSTRAINTS[(where, param)]}, got ")
