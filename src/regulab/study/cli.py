@@ -34,7 +34,6 @@ def register(subparsers) -> None:
 def build_spec(args) -> dict:
     """The spec dict: the stored spec (--resume), the TOML file, or the default; then the flags."""
     import json
-    import tomllib
 
     from .spec import DEFAULT_SPEC
 
@@ -46,10 +45,9 @@ def build_spec(args) -> dict:
         path = Path(args.spec)
         if not path.is_file():
             raise SpecError(f"study: spec must be an existing TOML file, got {args.spec!r}")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError(f"study: {args.spec} must be valid TOML, got {e}") from None
+        from .spec import read_toml
+
+        data = read_toml(path)
     else:
         data = json.loads(json.dumps(DEFAULT_SPEC))
     if args.dataset:
@@ -60,7 +58,7 @@ def build_spec(args) -> dict:
         data["seeds"] = args.seeds
     if args.epochs is not None:
         data["epochs"] = args.epochs
-    if args.arms:
+    if args.arms is not None:
         arms = data.get("arms", {"baseline": {}})
         chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
         for a in chosen:

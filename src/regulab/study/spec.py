@@ -274,16 +274,27 @@ def parse_spec(data: dict) -> Spec:
         raise SpecError(_message(err) + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else "")) from None
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a TOML spec file."""
+def read_toml(path: str | Path) -> dict:
+    """The table of a TOML file; every problem (missing, a folder, unreadable, not UTF-8, bad TOML)
+    is a one-line :class:`SpecError` naming the file."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"spec: file must exist, got {str(p)!r}") from None
+    except IsADirectoryError:
+        raise SpecError(f"spec: {str(p)!r} must be a TOML file, got a folder") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"spec: {p} must be UTF-8 text, got byte {e.object[e.start]:#04x} at offset {e.start}") from None
+    except OSError as e:
+        raise SpecError(f"spec: cannot read {str(p)!r} ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"spec: {p} must be valid TOML, got {e}") from None
-    return parse_spec(data)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a TOML spec file."""
+    return parse_spec(read_toml(path))
 
 
 def spec_hash(spec: Spec) -> str:
