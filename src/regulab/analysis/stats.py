@@ -57,6 +57,17 @@ class Estimate:
         return Estimate(f(self.mean), f(self.low), f(self.high), self.n, f(self.sd) if k >= 0 else None,
                         self.confidence)
 
+    def clipped(self, lo: float, hi: float) -> Estimate:
+        """The interval cut to a quantity's range (an accuracy lies in [0, 1]; coverage is unchanged).
+
+        Examples:
+            >>> mean_ci([0.9, 0.99]).clipped(0.0, 1.0).high
+            1.0
+        """
+        if not self.has_ci:
+            return self
+        return Estimate(self.mean, max(self.low, lo), min(self.high, hi), self.n, self.sd, self.confidence)
+
     def as_dict(self) -> dict:
         return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n, "sd": self.sd}
 

@@ -164,8 +164,9 @@ def analyse(res) -> Analysis:
         arms.append(ArmStats(
             arm=name, base_arm=first["base_arm"], sweep=first["sweep"], n_train=first["config"].get("n_train"),
             config=first["config"].get("arm", {}), seeds=sorted(fin), runs=len(runs), failed=bad,
-            test_acc=mean_ci(col("test_acc")), test_loss=mean_ci(col("test_loss")),
-            train_acc=mean_ci(col("train_acc_at_best")), acc_gap=mean_ci(acc_gap), loss_gap=mean_ci(loss_gap),
+            test_acc=mean_ci(col("test_acc")).clipped(0.0, 1.0), test_loss=mean_ci(col("test_loss")),
+            train_acc=mean_ci(col("train_acc_at_best")).clipped(0.0, 1.0),
+            acc_gap=mean_ci(acc_gap), loss_gap=mean_ci(loss_gap),
             noise=mean_ci([_mean(e["train_noise"] for e in eps[s]) for s in fin]),
             epochs_to_best=mean_ci(col("best_epoch")),
             epoch_time=mean_ci([_mean(e["epoch_time"] for e in eps[s]) for s in fin]),
