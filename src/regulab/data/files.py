@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import zipfile
 import zlib
 from pathlib import Path
@@ -90,7 +91,8 @@ def _parse_idx(path: Path, dims: int, where: str) -> np.ndarray:
         raise DatasetError(f"{where}: {str(path)!r} is truncated: the IDX header is cut short")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
     dtype = np.dtype(_IDX_TYPES[data[2]])
-    need = int(np.prod(shape)) * dtype.itemsize
+    count = math.prod(shape)  # exact: np.prod wraps around in int64 for headers like (2^31, 2^31, 4)
+    need = count * dtype.itemsize
     got = len(data) - header
     if got < need:
         raise DatasetError(
@@ -102,7 +104,7 @@ def _parse_idx(path: Path, dims: int, where: str) -> np.ndarray:
             f"{where}: {str(path)!r} is malformed: {got - need} bytes follow the {need} bytes "
             f"of data its header promises for shape {shape}"
         )
-    return np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=header).reshape(shape)
+    return np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(shape)
 
 
 def read_idx_folder(folder: Path, where: str) -> dict[str, np.ndarray]:
@@ -171,6 +173,8 @@ def _read_npz_handle(fh, path: Path, where: str) -> dict[str, np.ndarray]:
                 raise bad(f"{k}: {e}") from None
             except (EOFError, zipfile.BadZipFile, zlib.error) as e:
                 raise bad(f"{k} is damaged: {e or type(e).__name__}") from None
+            except MemoryError as e:  # a header that promises an array larger than memory
+                raise bad(f"{k} is too large to load ({e})") from None
     return out
 
 
