@@ -84,3 +84,21 @@ def test_normals_statistics():
     assert float(z.abs().max()) <= math.sqrt(-2 * math.log(2**-24)) + 1e-5  # 24-bit uniforms: |z| <= 5.77
     c, s = z.view(-1, 2, K.HALF)[:, 0], z.view(-1, 2, K.HALF)[:, 1]
     assert abs(float(torch.corrcoef(torch.stack([c.reshape(-1), s.reshape(-1)]))[0, 1])) < 5e-3  # pairs uncorrelated
+
+
+@pytest.mark.parametrize("fn", [
+    lambda t: __import__("regulab").ops.dropout2d(t, 0.4),
+    lambda t: __import__("regulab").ops.drop_path(t, 0.4, True),
+    lambda t: __import__("regulab").ops.feature_alpha_dropout(t, 0.4),
+    lambda t: __import__("regulab").ops.alpha_dropout(t, 0.4),
+    lambda t: __import__("regulab").ops.gaussian_dropout(t, 0.4),
+    lambda t: __import__("regulab").ops.gaussian_noise(t, 0.4),
+])
+def test_eager_fast_path_equals_the_custom_op(fn):
+    # without autograd the op body runs directly (no dispatch); with autograd through the custom op
+    x = torch.randn(8, 6, 5, 5)
+    torch.manual_seed(1)
+    plain = fn(x)
+    torch.manual_seed(1)
+    graph = fn(x.clone().requires_grad_())
+    assert torch.equal(plain, graph.detach()) and graph.grad_fn is not None

@@ -217,3 +217,25 @@ def uniform(n: int, k0: int, k1: int) -> np.ndarray:
 
 
 del MASK32
+
+
+def _keep_value_py(out, k0, k1, t, s):
+    """out[i] = s if bits(i) >= t else 0 (a small shared mask, already scaled)."""
+    nblocks = (out.size + BLOCK - 1) // BLOCK
+    for b in prange(nblocks):
+        st = b * BLOCK
+        sp = min(st + BLOCK, out.size)
+        off, hk = block_keys(st, k1)
+        z = out.dtype.type(0)
+        for j in range(sp - st):
+            out[st + j] = s if bits_at(j, off, k0, hk) >= t else z
+
+
+_KERNELS["keep_value"] = _pair(_keep_value_py)
+
+
+def keep_value(n: int, k0: int, k1: int, t: int, s) -> np.ndarray:
+    """Array of ``s`` (kept) or 0 (dropped) for counters 0..n−1, in ``s``'s numpy dtype."""
+    out = np.empty(n, dtype=type(s))
+    _kernel("keep_value", n)(out, np.uint32(k0), np.uint32(k1), np.uint32(t), s)
+    return out

@@ -23,7 +23,7 @@ from ._kernels import as_array, supported
 from ._kernels_family import alpha_affine
 from ._rng import bits_ref, draw_seed, keep_threshold, mix_seed
 from .channel import feature_shape
-from .shared import ALPHA, apply_shared
+from .shared import ALPHA, apply_shared, eager_plain
 
 __all__ = ["alpha_dropout", "feature_alpha_dropout", "alpha_affine_ref", "alpha_constants"]
 
@@ -126,8 +126,13 @@ def alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: boo
     if p == 1.0:
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return x.mul_(zero) if inplace else x.mul(zero)
-    y = alpha_affine_op(x, draw_seed(generator), p, False)
-    return x.copy_(y) if inplace else y
+    seed = draw_seed(generator)
+    if eager_plain(x):  # no graph needed: skip the custom-op dispatch
+        xc = x.contiguous()
+        y = _run(xc, xc if inplace and xc is x else torch.empty_like(xc), int(seed), p, False)
+    else:
+        y = alpha_affine_op(x, seed, p, False)
+    return x if y is x else (x.copy_(y) if inplace else y)
 
 
 def feature_alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
