@@ -23,7 +23,7 @@ from .plan import plan
 from .spec import Spec, load_spec, parse_spec, spec_hash
 from .store import Results, Store, open_results
 
-__all__ = ["Study", "load_data", "summary_rows"]
+__all__ = ["Study", "load_data", "preflight", "summary_rows"]
 
 _DATA_CACHE: dict = {}
 
@@ -68,6 +68,7 @@ class Study:
         groups = plan(spec)
         if self.threads:
             torch.set_num_threads(self.threads)
+        preflight(spec, groups)  # bad data or model: one-line error before the folder is touched
         with Store(self.out) as store:
             store.init_spec(spec.model_dump(mode="json"), spec_hash(spec))
             store.add_runs([r.row(g.key) for g in groups for r in g.runs])
@@ -86,6 +87,50 @@ class Study:
 
                     run_local(todo, spec, lambda n: load_data(spec, n), store, progress=prog.for_group)
         return open_results(self.out)
+
+
+def preflight(spec: Spec, groups) -> None:
+    """Load every dataset split and build the model once, checking it on two training examples.
+
+    Runs before the study folder is created or opened, so a typo in a dataset name or a broken
+    model factory is a one-line :class:`SpecError`/:class:`DatasetError` and re-running with the
+    fix starts the study (instead of meeting a folder that holds the broken spec).
+    """
+    from ..models import build
+
+    kind = spec.model.kind
+    data = None
+    for n in dict.fromkeys(g.n_train for g in groups):
+        data = load_data(spec, n)
+    if data is None:
+        return
+    x = data.x_train[:2]
+    with torch.random.fork_rng(devices=[]):
+        md = build(kind, spec.model.model_dump(), data.input_shape, data.num_classes)
+        try:
+            model = md.make(0.0, 0.0)
+        except SpecError:
+            raise
+        except Exception as e:  # the user's factory raised
+            raise SpecError(f"spec.model.kind: {kind} must build a model, got {type(e).__name__}: "
+                            f"{_first_line(e)}") from None
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except Exception as e:
+            raise SpecError(f"spec.model.kind: {kind} must accept inputs of shape {tuple(x.shape)} "
+                            f"({data.name}), got {type(e).__name__}: {_first_line(e)}") from None
+    want = (len(x), data.num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise SpecError(f"spec.model.kind: {kind} must output {data.num_classes} class scores per example "
+                        f"({data.name} has {data.num_classes} classes), i.e. shape {want}, got {got}")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 class _Progress:
