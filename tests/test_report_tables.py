@@ -151,7 +151,8 @@ def test_baseline_found_by_settings_and_per_n_train(tmp_path):
     assert set(figs) == {"n_train", "p"}
     ax = figs["p"].axes[0]
     assert ax.get_xlabel().startswith("dropout p") and ax.get_ylabel() == "test accuracy (%)"
-    assert {ln.get_label() for ln in ax.get_lines()} == {"dropout n_train=100", "dropout n_train=400"}
+    assert {ln.get_label() for ln in ax.get_lines()} == {"dropout n_train=100", "dropout n_train=400",
+                                                         "plain n_train=100 (mean)", "plain n_train=400 (mean)"}
     assert figs["n_train"].axes[0].get_xscale() == "log"
 
 

@@ -216,6 +216,11 @@ def sweep_plots(an: Analysis, colors: dict, metric: str = "test_acc") -> list[tu
             if ci:
                 ax.fill_between([x for x, _ in ci], [e.low * 100 for _, e in ci], [e.high * 100 for _, e in ci],
                                 color=c, alpha=0.15, lw=0)
+        if key != "n_train":  # the baseline on the same data, for reference
+            for b in (a for a in an.arms if a.is_baseline and getattr(a, metric).mean is not None):
+                if any(a.n_train == b.n_train and a.baseline == b.arm for arms in lines.values() for a in arms):
+                    ax.axhline(getattr(b, metric).mean * 100, color=BASELINE_COLOR, ls="--", lw=1,
+                               label=f"{b.arm} (mean)")
         if key == "n_train":
             ax.set_xscale("log")
         ax.set_xlabel(_SWEEP_LABELS.get(key, key))
