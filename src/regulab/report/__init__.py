@@ -74,7 +74,8 @@ def _figures(an, res, colors) -> tuple[list[dict], list[dict]]:
     ]
     main = [figure_entry(*f) for f in figs]
     sweeps = [figure_entry(f"fig-sweep-{key}", f"Test accuracy vs {key}",
-                           "Mean over seeds; band: 95% t-interval (where ≥ 2 seeds). One line per arm family.",
+                           "Mean over seeds; band: 95% t-interval (where ≥ 2 seeds). One line per arm family; "
+                           "dotted: the mean of the baseline trained on the same data.",
                            fig) for key, fig in plots.sweep_plots(an, colors)]
     return main, sweeps
 

@@ -84,8 +84,10 @@ def _setup_rows(an: Analysis) -> list[tuple[str, str]]:
         model += f" channels {m.get('channels')}, kernel {m.get('kernel_size')}, dense {m.get('widths')}"
     opt = f"{o.get('name')} lr {o.get('lr')}, {o.get('schedule')} schedule"
     wall = s.get("wall_seconds")
+    swept = sorted({n for sw in s.get("sweep", []) for n in (sw.get("n_train") or [])})
+    n_train = f"swept over {', '.join(map(str, swept))}" if swept else (d.get("n_train") or "all")
     return [
-        ("data", f"{d.get('name')}; n_train {d.get('n_train') or 'all'}; validation fraction "
+        ("data", f"{d.get('name')}; n_train {n_train}; validation fraction "
                  f"{d.get('val_fraction')}; split seed {d.get('seed')}; standardized {d.get('standardize')}"),
         ("model", model), ("optimizer", opt),
         ("training", f"{s['epochs']} epochs, batch size {s['batch_size']}, weights kept at the best "

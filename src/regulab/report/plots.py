@@ -22,7 +22,7 @@ __all__ = ["palette", "learning_curves", "accuracy_dots", "gap_plot", "noise_plo
 
 BASELINE_COLOR = "#333333"
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-           "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+           "#bcbd22", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
            "#f7b6d2", "#9edae5", "#dbdb8d", "#393b79"]
 _SWEEP_LABELS = {"p": "dropout p (drop probability)", "input_p": "input dropout p (drop probability)",
                  "n_train": "training-set size n_train (examples, log scale)", "l1": "L1 strength",
@@ -212,17 +212,18 @@ def sweep_plots(an: Analysis, colors: dict, metric: str = "test_acc") -> list[tu
             xs = [a.sweep[key] for a in arms]
             ests = [getattr(a, metric) for a in arms]
             ax.plot(xs, [e.mean * 100 for e in ests], "o-", color=c, lw=1.8, label=label)
+            base = next((b for b in an.arms if b.arm == arms[0].baseline), None)
+            if key != "n_train" and base is not None and getattr(base, metric).mean is not None:
+                ax.axhline(getattr(base, metric).mean * 100, color=c, ls=":", lw=1.4, label=f"{base.arm} (mean)")
             ci = [(x, e) for x, e in zip(xs, ests) if e.has_ci]
             if ci:
                 ax.fill_between([x for x, _ in ci], [e.low * 100 for _, e in ci], [e.high * 100 for _, e in ci],
                                 color=c, alpha=0.15, lw=0)
-        if key != "n_train":  # the baseline on the same data, for reference
-            for b in (a for a in an.arms if a.is_baseline and getattr(a, metric).mean is not None):
-                if any(a.n_train == b.n_train and a.baseline == b.arm for arms in lines.values() for a in arms):
-                    ax.axhline(getattr(b, metric).mean * 100, color=BASELINE_COLOR, ls="--", lw=1,
-                               label=f"{b.arm} (mean)")
         if key == "n_train":
             ax.set_xscale("log")
+        ticks = sorted({a.sweep[key] for arms in lines.values() for a in arms})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel(_SWEEP_LABELS.get(key, key))
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
