@@ -18,6 +18,21 @@ GUIDES = sorted((DOCS / "guides").glob("[0-9][0-9]-*.md"))
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
+def test_every_guide_is_listed_and_linked():
+    assert len(GUIDES) >= 7, [g.name for g in GUIDES]
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    for g in GUIDES:
+        assert f"guides/{g.name}" in index, f"docs/index.md does not link {g.name}"
+        assert f"docs/guides/{g.name}" in readme, f"README.md does not link {g.name}"
+
+
+def test_links_between_guides_resolve():
+    for page in [DOCS / "index.md", *GUIDES]:
+        for target in re.findall(r"\]\(([^)#]+\.md)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).is_file(), f"{page.name}: broken link {target}"
+
+
 @pytest.mark.parametrize("path", GUIDES, ids=lambda p: p.stem)
 def test_guide_runs(path, monkeypatch, tmp_path):
     # Guides that write files (a study folder) write them into a temporary folder.
