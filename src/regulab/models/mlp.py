@@ -94,7 +94,15 @@ class StackedMLP:
         """Logits ``(M, B, C)`` for inputs ``(M, B, *)``, or ``(B, *)`` seen by all members (``shared``)."""
         act = ACTIVATIONS[self.act]
         M = self.M
-        if shared:
+        first = None
+        if shared and not (training and input_p is not None):
+            # every member sees the same input: the first layer is one large GEMM
+            W, b = P[0], P[1]
+            B = x.shape[0]
+            h = x.reshape(B, -1)
+            first = torch.addmm(b.reshape(-1), h, W.reshape(-1, W.shape[2]).t())  # (B, M*H)
+            first = first.view(B, M, -1).transpose(0, 1)  # (M, B, H)
+        elif shared:
             h = x.reshape(x.shape[0], -1).expand(M, -1, -1)  # (M, B, in)
         else:
             h = x.reshape(M, x.shape[1], -1)  # (M, B, in)
@@ -102,7 +110,10 @@ class StackedMLP:
             h = dropout(h, input_p, generator=generator)
         for i in range(self.n_hidden):
             W, b = P[2 * i], P[2 * i + 1]
-            z = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # (M, B, H)
+            if i == 0 and first is not None:
+                z = first
+            else:
+                z = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # (M, B, H)
             if self.batchnorm:
                 z = self._bn(P, i, z, training)
             a = act(z)
