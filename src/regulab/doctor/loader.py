@@ -42,7 +42,7 @@ def _load_file(src: str, target: str):
     sys.modules[key] = module  # dataclasses/pickle look classes up here; no sys.path change
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # user code that raises or exits
         sys.modules.pop(key, None)
         raise DoctorError(f"doctor: TARGET file must import cleanly, got {type(e).__name__} "
                           f"importing {src!r}: {_first_line(e)}") from None
@@ -54,7 +54,7 @@ def _load_module(src: str, target: str):
         raise DoctorError(f"doctor: TARGET must be {_FORM}, got {target!r}")
     try:
         return importlib.import_module(src)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # user code that raises or exits
         raise DoctorError(f"doctor: TARGET module must import cleanly, got {type(e).__name__} "
                           f"importing {src!r}: {_first_line(e)}") from None
 
@@ -92,7 +92,7 @@ def build_model(target: str) -> nn.Module:
     fn = load_factory(target)
     try:
         model = fn()
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # user code that raises or exits
         raise DoctorError(f"doctor: factory {target!r} must build a model without arguments, got "
                           f"{type(e).__name__}: {_first_line(e)}") from None
     if not isinstance(model, nn.Module):

@@ -87,7 +87,7 @@ def load_factory(ref: str) -> Callable:
             mod = importlib.import_module(mod_ref)
     except SpecError:
         raise
-    except Exception as e:  # the user's module failed to import: say so in one line
+    except (Exception, SystemExit) as e:  # the user's module failed to import (or exited): one line
         raise SpecError(f"spec.model.kind: {mod_ref!r} must be importable, got {type(e).__name__}: {e}") from None
     fn = getattr(mod, name, None)
     if not callable(fn):

@@ -111,14 +111,14 @@ def preflight(spec: Spec, groups) -> None:
             model = md.make(0.0, 0.0)
         except SpecError:
             raise
-        except Exception as e:  # the user's factory raised
+        except (Exception, SystemExit) as e:  # the user's factory raised or exited
             raise SpecError(f"spec.model.kind: {kind} must build a model, got {type(e).__name__}: "
                             f"{_first_line(e)}") from None
         model.eval()
         try:
             with torch.no_grad():
                 out = model(x)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise SpecError(f"spec.model.kind: {kind} must accept inputs of shape {tuple(x.shape)} "
                             f"({data.name}), got {type(e).__name__}: {_first_line(e)}") from None
     want = (len(x), data.num_classes)
