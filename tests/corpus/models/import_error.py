@@ -1,0 +1,4 @@
+import no_such_package_for_regulab_corpus
+
+def make():
+    pass
