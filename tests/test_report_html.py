@@ -6,7 +6,7 @@ import pytest
 
 from regulab.cli import main
 from regulab.report import build_report, write_report
-from regulab.report.html import SECTIONS
+from regulab.report import SECTIONS
 from test_report_tables import STANDARD, arm, make_study
 
 

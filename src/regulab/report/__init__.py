@@ -7,7 +7,8 @@ figures and writes the three files into the folder, each atomically (temp file +
 ``regulab study`` calls it when a study ends.
 
 Extra sections (MC dropout, co-adaptation, ...) plug in through :data:`SECTIONS`: functions
-``(results) -> (title, html_fragment, figures) | None``; see :mod:`regulab.report.html`.
+``(results) -> (title, html_fragment, figures) | None``; see :mod:`regulab.report.sections`.
+Importing this package is cheap (no torch, matplotlib or Jinja2 until a report is built).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .html import SECTIONS
+from .sections import SECTIONS
 
 __all__ = ["write_report", "build_report", "Report", "SECTIONS", "atomic_write_text"]
 

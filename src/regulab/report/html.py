@@ -4,28 +4,24 @@ Autoescape is on: arm names and every other value from the study are text, never
 Only the HTML fragments returned by report *sections* (see :data:`SECTIONS`) are inserted
 as markup; a section must escape what it puts in them (``markupsafe.escape``).
 
-Extension point: a section is a function ``(results) -> (title, html_fragment, figures)``,
-or None when it does not apply to the study; ``figures`` is a list of matplotlib
-``Figure`` objects or ``(caption, Figure)`` pairs. Append it to :data:`SECTIONS`, or pass
-``sections=[...]`` to :func:`regulab.report.write_report`. A section that raises is
-reported in the page (and the rest of the report is still written).
+Extension point: :data:`regulab.report.sections.SECTIONS` (see that module), or
+``sections=[...]`` passed to :func:`regulab.report.write_report`.
 """
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
 
 import jinja2
 from markupsafe import Markup
 
 from .plots import png_base64
+from .sections import SECTIONS
 from .tables import ALPHA, Analysis, arm_settings
 from .verdicts import Verdict, fmt_p
 
 __all__ = ["SECTIONS", "Section", "render", "figure_entry", "run_sections"]
 
 Section = tuple  # (title: str, html_fragment: str, figures: list[Figure | (caption, Figure)])
-SECTIONS: list[Callable] = []
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("regulab.report", "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
