@@ -225,8 +225,25 @@ def test_nothing_but_the_seed_is_saved_for_backward():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         y = regulab.ops.dropout(x * 1.0, 0.5)  # x*1.0 saves nothing either (scalar mul)
     y.sum().backward()
-    assert [tuple(t.shape) for t in saved] == [()]
-    assert saved[0].dtype == torch.int64  # the 64-bit seed: 8 bytes for the whole tensor
+    assert saved == []  # eager: the seed is a Python int on the autograd node
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = torch.ops.regulab.masked_scale(x * 1.0, torch.tensor(3), 0.5, None)  # what torch.compile calls
+    y.sum().backward()
+    assert [(tuple(t.shape), t.dtype) for t in saved] == [((), torch.int64)]  # 8 bytes for the whole tensor
+
+
+def test_eager_function_and_custom_op_agree_forward_and_backward():
+    x = torch.randn(300, 7, requires_grad=True)
+    g = torch.Generator()
+    g.manual_seed(9)
+    a = regulab.ops.dropout(x, 0.3, generator=g)
+    (a * torch.arange(7.0)).sum().backward()
+    ga, x.grad = x.grad, None
+    g.manual_seed(9)
+    b = torch.ops.regulab.masked_scale(x, _rng.draw_seed(g), 0.3, None)
+    (b * torch.arange(7.0)).sum().backward()
+    assert torch.equal(a, b) and torch.equal(ga, x.grad)
 
 
 def test_no_grad_inference_mode_and_requires_grad_variants():
