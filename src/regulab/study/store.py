@@ -135,6 +135,19 @@ def _check_app_id(con: sqlite3.Connection, path: Path, allow_fresh: bool) -> boo
     return False
 
 
+def _check_sound(con: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged study database (torn pages, bad b-trees): never write into it."""
+    try:
+        rows = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as e:
+        rows = [str(e)]
+    if rows != ["ok"]:
+        raise StudyError(f"{path}: study database is damaged ({rows[0]}); refusing to touch it; "
+                         "restore it from a backup or choose another --out folder")
+
+
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     con = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
@@ -184,6 +197,8 @@ class Store:
             _check_db_file(db)
             self.con = _connect(db)
             fresh = _check_app_id(self.con, db, allow_fresh=True)
+            if not fresh:
+                _check_sound(self.con, db)
             self.con.execute("PRAGMA journal_mode=WAL")
             self.con.execute("PRAGMA synchronous=NORMAL")
             self.con.execute("PRAGMA foreign_keys=ON")
@@ -352,6 +367,7 @@ def open_results(study_dir: str | os.PathLike) -> Results:
     con = _connect(db, readonly=True)
     try:
         _check_app_id(con, db, allow_fresh=False)
+        _check_sound(con, db)
         _check_meta(con, db)
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         row = con.execute("SELECT spec_json FROM spec WHERE id = 1").fetchone()
