@@ -10,6 +10,7 @@ Examples:
 """
 from __future__ import annotations
 
+import errno
 import os
 import statistics
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SpecError
+from ..errors import SpecError, StudyError
 from .plan import plan
 from .spec import Spec, load_spec, parse_spec, spec_hash
 from .store import Results, Store, open_results
@@ -69,6 +70,16 @@ class Study:
         if self.threads:
             torch.set_num_threads(self.threads)
         preflight(spec, groups)  # bad data or model: one-line error before the folder is touched
+        try:
+            self._run(spec, groups)
+        except Exception as e:
+            if not _disk_full(e):
+                raise
+            raise StudyError(f"{self.out}: the disk is full ({_first_line(e)}); every committed epoch is kept: "
+                             "free some space, then re-run the same command to resume") from None
+        return open_results(self.out)
+
+    def _run(self, spec: Spec, groups) -> None:
         with Store(self.out) as store:
             store.init_spec(spec.model_dump(mode="json"), spec_hash(spec))
             store.add_runs([r.row(g.key) for g in groups for r in g.runs])
@@ -86,7 +97,14 @@ class Study:
                     from .executor import run_local
 
                     run_local(todo, spec, lambda n: load_data(spec, n), store, progress=prog.for_group)
-        return open_results(self.out)
+
+
+def _disk_full(e: BaseException) -> bool:
+    """A full disk (or quota) as OSError, SQLite's "database or disk is full" or safetensors' I/O error."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "disk is full" in text or "No space left on device" in text or "os error 28" in text
 
 
 def preflight(spec: Spec, groups) -> None:

@@ -83,9 +83,17 @@ def run(args) -> int:
         raise SpecError(f"study: --threads must be an integer >= 1, got {args.threads}")
     study = Study(data, out=out, executor=args.executor, address=args.address, quiet=args.quiet,
                   threads=args.threads)
-    res = study.run()
-    print_summary(res, quiet=args.quiet)
-    _after_study(res.study_dir)
+    try:
+        res = study.run()
+        print_summary(res, quiet=args.quiet)
+        _after_study(res.study_dir)
+    except KeyboardInterrupt:
+        # Ctrl-C: the open transaction rolled back, every committed epoch is kept
+        resume = (f"regulab study --resume {out}" if (Path(out) / "study.sqlite").is_file()
+                  else "the same command")
+        print(f"regulab study: interrupted; progress so far is saved in {out}; resume with: {resume}",
+              file=sys.stderr)
+        return 130
     return 0
 
 

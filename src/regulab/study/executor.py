@@ -32,14 +32,21 @@ __all__ = ["GroupJob", "run_local", "run_ray", "atomic_save"]
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors file written atomically (temp + fsync + os.replace + directory fsync)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # temp files of a writer that was killed (the folder has one writer: the lock holder's)
+    for stale in path.parent.glob(path.name + ".tmp*"):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    fd = os.open(tmp, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a full disk: leave no partial temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
