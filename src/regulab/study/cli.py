@@ -44,6 +44,9 @@ def build_spec(args) -> dict:
         from .store import open_results
 
         data = open_results(args.resume).spec
+        if not data:  # stopped before its spec was stored: resuming would run the default study
+            raise SpecError(f"study: --resume {args.resume} must name a study folder with a stored spec, got one "
+                            "whose study was stopped while starting; re-run the original command instead")
     elif args.spec:
         path = Path(args.spec)
         if not path.is_file():
