@@ -127,6 +127,31 @@ def test_per_member_rates_bad_shape_or_range():
         regulab.ops.dropout(x, torch.tensor([0.1, 0.2]))
     with pytest.raises(ValueError, match=r"dropout: p must be in \[0, 1\] for every member"):
         regulab.ops.dropout(x, torch.tensor([0.1, 0.2, 1.5, 0.0]))
+    with pytest.raises(ValueError, match=r"for every member"):
+        regulab.ops.dropout(x, torch.tensor([0.1, float("nan"), 0.2, 0.3]))
+
+
+@pytest.mark.parametrize("n", [5000, _kernels.PARALLEL_MIN + 99])  # serial and parallel kernels
+@pytest.mark.parametrize("member", [False, True])
+def test_inplace_kernel_equals_out_of_place_bit_for_bit(n, member):
+    x = torch.randn(3, n)
+    p = torch.tensor([0.2, 0.5, 0.7]) if member else 0.4
+    g = torch.Generator()
+    g.manual_seed(21)
+    y = regulab.ops.dropout(x, p, generator=g)
+    g.manual_seed(21)
+    xi = x.clone()
+    assert regulab.ops.dropout(xi, p, inplace=True, generator=g) is xi
+    assert torch.equal(xi, y)
+
+
+def test_changing_per_member_rates_changes_the_masks():
+    x = torch.ones(2, 20000)
+    p = torch.tensor([0.1, 0.1])
+    assert (regulab.ops.dropout(x, p) == 0).float().mean() < 0.15
+    p[1] = 0.9  # e.g. a rate schedule writing into the same tensor
+    y = regulab.ops.dropout(x, p)
+    assert (y[1] == 0).float().mean() > 0.85
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.1, float("nan"), "0.5", None, True])

@@ -53,6 +53,24 @@ def _fill(x, out, start, k0, k1, t, s):
         out[j] = x[j] * (s if bits_at(j, off, k0, hk) >= t else z)
 
 
+@njit
+def _fill_inplace(x, start, k0, k1, t, s):
+    # A separate loop for out is x: with two (aliased) arrays LLVM's runtime overlap
+    # check sends the loop to its scalar fallback, about 10x slower.
+    off, hk = block_keys(start, k1)
+    z = x.dtype.type(0)
+    for j in range(x.size):
+        x[j] = x[j] * (s if bits_at(j, off, k0, hk) >= t else z)
+
+
+@njit(inline="always")
+def _fill_any(x, out, start, k0, k1, t, s, inplace):
+    if inplace:
+        _fill_inplace(x, start, k0, k1, t, s)
+    else:
+        _fill(x, out, start, k0, k1, t, s)
+
+
 @njit(inline="always")
 def for_each_block(n_members, row):
     """Number of work items and blocks per member row for a (n_members, row) view."""
@@ -60,8 +78,9 @@ def for_each_block(n_members, row):
     return n_members * per_row, per_row
 
 
-def _masked_scale_py(x, out, k0, k1, thresh, scale, row, base):
-    """out[i] = x[i]·scale[m] if bits(base + i) >= thresh[m] else x[i]·0, with m = i // row."""
+def _masked_scale_py(x, out, k0, k1, thresh, scale, row, base, inplace):
+    """out[i] = x[i]·scale[m] if bits(base + i) >= thresh[m] else x[i]·0, with m = i // row
+    (``out`` is ignored and ``x`` overwritten when ``inplace``)."""
     nitems, per_row = for_each_block(thresh.size, row)
     for b in prange(nitems):
         m = b // per_row
@@ -69,9 +88,9 @@ def _masked_scale_py(x, out, k0, k1, thresh, scale, row, base):
         sp = min(st + BLOCK, (m + 1) * row)
         # the counter's high word changes at multiples of 2^32: split the block there
         cut = min(sp, ((((base + st) >> 32) + 1) << 32) - base)
-        _fill(x[st:cut], out[st:cut], base + st, k0, k1, thresh[m], scale[m])
+        _fill_any(x[st:cut], out[st:cut], base + st, k0, k1, thresh[m], scale[m], inplace)
         if cut < sp:
-            _fill(x[cut:sp], out[cut:sp], base + cut, k0, k1, thresh[m], scale[m])
+            _fill_any(x[cut:sp], out[cut:sp], base + cut, k0, k1, thresh[m], scale[m], inplace)
 
 
 # Small tensors run on the calling thread: waking a thread pool costs more than it saves.
@@ -119,7 +138,7 @@ def masked_scale(x: torch.Tensor, out: torch.Tensor, k0: int, k1: int,
     else:
         kernel = _masked_scale_ser
     kernel(xa, oa, np.uint32(k0), np.uint32(k1), thresh, scale.astype(xa.dtype, copy=False),
-                  xa.size // len(thresh), np.int64(base))
+                  xa.size // len(thresh), np.int64(base), out.data_ptr() == x.data_ptr())
 
 
 del float32

@@ -11,6 +11,7 @@ from that seed, so nothing per-element is saved.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -35,12 +36,25 @@ def _scales(p: float, p_member: Tensor | None, dtype: torch.dtype, n: int) -> tu
     (``ones.div_(1 − p)`` in the input dtype), so kept values match torch bit for bit.
     """
     if p_member is None:
-        thresh = np.array([min(keep_threshold(p), 2**32 - 1)], dtype=np.uint32)
-        return thresh, torch.ones(1, dtype=dtype).div_(1 - p)
-    pm = p_member.detach().to("cpu", torch.float64)
+        return _scalar_scales(p, dtype)
+    return _member_scales(tuple(p_member.tolist()), dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _member_scales(rates: tuple[float, ...], dtype: torch.dtype) -> tuple[np.ndarray, Tensor]:
+    """Cached per rate vector: a study calls dropout with the same per-member rates every step."""
+    pm = torch.tensor(rates, dtype=torch.float64)
     thresh = np.minimum(np.rint(pm.numpy() * 2.0**32), 2**32 - 1).astype(np.uint32)
     scale = torch.where(pm < 1, 1.0 / (1.0 - pm), torch.zeros_like(pm)).to(dtype)
     return thresh, scale
+
+
+@functools.lru_cache(maxsize=256)
+def _scalar_scales(p: float, dtype: torch.dtype) -> tuple[np.ndarray, Tensor]:
+    """Cached per (p, dtype): a training loop calls dropout with the same p every step."""
+    thresh = np.array([min(keep_threshold(p), 2**32 - 1)], dtype=np.uint32)
+    thresh.setflags(write=False)
+    return thresh, torch.ones(1, dtype=dtype).div_(1 - p)
 
 
 def masked_scale_ref(x: Tensor, seed: int, p: float, p_member: Tensor | None = None) -> Tensor:
@@ -136,8 +150,9 @@ def _check_member_p(p: Tensor, x: Tensor) -> Tensor:
                                       f"tensor of shape {tuple(p.shape)}"))
     if p.numel() == 0:
         return p
-    lo, hi = float(p.min()), float(p.max())
-    if not (0.0 <= lo and hi <= 1.0):
+    rates = p.tolist()
+    lo, hi = min(rates), max(rates)
+    if not all(0.0 <= r <= 1.0 for r in rates):  # also refuses NaN
         raise ValueError(format_error("dropout", "p", "in [0, 1] for every member", f"values in [{lo}, {hi}]"))
     return p
 
