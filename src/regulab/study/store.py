@@ -197,8 +197,9 @@ class Store:
             _check_db_file(db)
             self.con = _connect(db)
             fresh = _check_app_id(self.con, db, allow_fresh=True)
-            if not fresh:
+            if not fresh:  # all checks before the first write (journal_mode=WAL rewrites the header)
                 _check_sound(self.con, db)
+                _check_meta(self.con, db)
             self.con.execute("PRAGMA journal_mode=WAL")
             self.con.execute("PRAGMA synchronous=NORMAL")
             self.con.execute("PRAGMA foreign_keys=ON")
