@@ -122,6 +122,10 @@ def preflight(spec: Spec, groups) -> None:
         data = load_data(spec, n)
     if data is None:
         return
+    from .augment import check_ops
+
+    for arm_name, arm in spec.arms.items():
+        check_ops(arm_name, arm.augment, data.input_shape, data.name)
     x = data.x_train[:2]
     with torch.random.fork_rng(devices=[]):
         md = build(kind, spec.model.model_dump(), data.input_shape, data.num_classes)

@@ -1,5 +1,8 @@
 """Per-member augmentation for stacked batches: each arm's ``augment`` list, by name.
 
+``auto`` picks the standard pair for the data: ``crop`` + ``flip`` for images, ``shift`` +
+``scale`` for 1-D signals; :func:`check_ops` refuses ops of the wrong kind before a study starts.
+
 Names map to the seeded, vectorised ops of :mod:`regulab.regularizers` with defaults sized
 to the input: 1-D signals (``shift``: up to L/10 samples, ``scale``: 0.8–1.2, ``noise``:
 σ = 0.05, ``time_mask``: up to L/10 samples) and images (``crop``: padding H/8, ``flip``,
@@ -19,11 +22,29 @@ import torch
 from ..regularizers.augment import additive_noise, random_scale, random_shift, time_mask
 from ..regularizers.augment_image import cutout, horizontal_flip, random_crop, random_translate
 
-__all__ = ["apply_augment", "op"]
+__all__ = ["apply_augment", "op", "check_ops"]
+
+
+def check_ops(arm: str, ops: list[str], input_shape: tuple, data_name: str) -> None:
+    """Raise a SpecError when an arm asks for signal ops on images or image ops on signals."""
+    from ..errors import SpecError
+    from .spec import IMAGE_OPS, SIGNAL_OPS
+
+    image = len(input_shape) == 3
+    allowed = ("auto", *(IMAGE_OPS if image else SIGNAL_OPS))
+    for i, name in enumerate(ops):
+        if name not in allowed:
+            kind = "image" if image else "1-D signal"
+            raise SpecError(f"spec.arms.{arm}.augment.{i}: must be one of {', '.join(allowed)} for {kind} "
+                            f"inputs ({data_name} has input shape {tuple(input_shape)}), got {name!r}")
 
 
 def op(name: str, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Apply augmentation ``name`` to a batch ``x`` of shape (N, *input_shape)."""
+    if name == "auto":  # images (N, C, H, W): crop + flip; signals: shift + scale
+        for sub in (("crop", "flip") if x.ndim == 4 else ("shift", "scale")):
+            x = op(sub, x, g)
+        return x
     L = x.shape[-1]
     if name == "shift":
         return random_shift(x, max(L // 10, 1), generator=g)

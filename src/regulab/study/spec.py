@@ -67,7 +67,10 @@ class EarlyStopping(_M):
 
 
 # 1-D signal ops (regulab.regularizers.augment) and image ops (regulab.regularizers.augment_image)
-AUGMENT_OPS = ("shift", "scale", "noise", "time_mask", "crop", "flip", "translate", "cutout")
+SIGNAL_OPS = ("shift", "scale", "noise", "time_mask")
+IMAGE_OPS = ("crop", "flip", "translate", "cutout")
+# "auto": the standard pair for the data's kind (signals: shift, scale; images: crop, flip)
+AUGMENT_OPS = ("auto", *SIGNAL_OPS, *IMAGE_OPS)
 
 
 class Arm(_M):
@@ -320,10 +323,10 @@ DEFAULT_SPEC: dict = {
         "weight decay": {"weight_decay": 0.05},
         "dropout+max-norm": {"p": 0.3, "max_norm": 2.0},
         "input noise": {"input_noise": 0.3},
-        "augment": {"augment": ["shift", "scale"]},
+        "augment": {"augment": ["auto"]},
         "label smoothing": {"label_smoothing": 0.1},
         "early stopping": {"early_stopping": {"patience": 10}},
         "combined": {"p": 0.1, "l2": 1e-4, "max_norm": 2.0, "input_noise": 0.1,
-                     "augment": ["shift"], "label_smoothing": 0.1, "early_stopping": {"patience": 20}},
+                     "augment": ["auto"], "label_smoothing": 0.1, "early_stopping": {"patience": 20}},
     },
 }
