@@ -70,8 +70,9 @@ def _figures(an, res, colors) -> tuple[list[dict], list[dict]]:
          f"(cross-entropy); a rising validation loss is overfitting; {band}.",
          plots.learning_curves(an, res, colors, "loss")),
         ("fig-noise", "Training noise per arm", "Standard deviation of the minibatch losses within an epoch, "
-         "averaged over epochs (mean over seeds, 95% CI): how much noise the regularizer adds to the training "
-         "signal.", plots.noise_plot(an, colors)),
+         "averaged over the epochs each run trained (mean over seeds, 95% CI): how much noise the regularizer "
+         "adds to the training signal. The ratios in the verdicts compare the same seeds over the epochs both "
+         "the arm and the baseline trained.", plots.noise_plot(an, colors)),
     ]
     main = [figure_entry(*f) for f in figs]
     sweeps = [figure_entry(f"fig-sweep-{key}", f"Test accuracy vs {key}",

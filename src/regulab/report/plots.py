@@ -22,8 +22,8 @@ __all__ = ["palette", "learning_curves", "accuracy_dots", "gap_plot", "noise_plo
 
 BASELINE_COLOR = "#333333"
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-           "#bcbd22", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
-           "#f7b6d2", "#9edae5", "#dbdb8d", "#393b79"]
+           "#bcbd22", "#393b79", "#e6550d", "#637939", "#7b4173", "#3182bd", "#843c39", "#31a354",
+           "#8c6d31", "#756bb1", "#d6616b", "#6baed6"]  # tab10 without grey, then darker tab20b/c
 _SWEEP_LABELS = {"p": "dropout p (drop probability)", "input_p": "input dropout p (drop probability)",
                  "n_train": "training-set size n_train (examples, log scale)", "l1": "L1 strength",
                  "l2": "L2 strength", "weight_decay": "decoupled weight decay λ", "max_norm": "max-norm c",

@@ -44,9 +44,10 @@ class ArmStats:
     acc_vs_base: PairedTest | None = None
     loss_vs_base: PairedTest | None = None
     p_holm: float | None = None
-    noise_ratio: float | None = None
+    noise_ratio: float | None = None  # arm / baseline, same seeds, over the epochs both trained
     base_gap: Estimate | None = None
     per_seed: dict = field(default_factory=dict)   # seed -> finals row
+    noise_curve: dict = field(default_factory=dict)  # seed -> [train_noise per epoch]
 
     @property
     def significant(self) -> bool | None:
@@ -102,6 +103,24 @@ def arm_settings(arm_cfg: dict) -> str:
 def _mean(xs) -> float | None:
     xs = [x for x in xs if x is not None and math.isfinite(x)]
     return sum(xs) / len(xs) if xs else None
+
+
+def _noise_ratio(arm: dict, base: dict) -> float | None:
+    """Training-noise ratio arm/baseline over the seeds and epochs both trained, so an arm that stops
+    early is not compared on epochs the baseline trained and it did not (noise falls as loss falls).
+
+    Examples:
+        >>> _noise_ratio({0: [2.0, 1.0]}, {0: [1.0, 0.5, 0.1]})
+        2.0
+    """
+    num, den = [], []
+    for s in sorted(set(arm) & set(base)):
+        k = min(len(arm[s]), len(base[s]))
+        num.append(_mean(arm[s][:k]))
+        den.append(_mean(base[s][:k]))
+    if not num or None in num or None in den:
+        return None
+    return ratio(sum(num), sum(den))
 
 
 def _find_baseline(runs: list[dict]) -> str | None:
@@ -170,7 +189,8 @@ def analyse(res) -> Analysis:
             noise=mean_ci([_mean(e["train_noise"] for e in eps[s]) for s in fin]),
             epochs_to_best=mean_ci(col("best_epoch")),
             epoch_time=mean_ci([_mean(e["epoch_time"] for e in eps[s]) for s in fin]),
-            group_size=groups[first["group_key"]], per_seed=fin))
+            group_size=groups[first["group_key"]], per_seed=fin,
+            noise_curve={s: [e["train_noise"] for e in eps[s]] for s in fin}))
 
     base_name = _find_baseline(res.runs)
     notes = []
@@ -193,7 +213,7 @@ def analyse(res) -> Analysis:
             seeds, x, y = pair_by_seed({s: f[metric] for s, f in a.per_seed.items()},
                                        {s: f[metric] for s, f in base.per_seed.items()})
             setattr(a, attr, paired_test(x, y, seeds=seeds))
-        a.noise_ratio = ratio(a.noise.mean, base.noise.mean)
+        a.noise_ratio = _noise_ratio(a.noise_curve, base.noise_curve)
     compared = [a for a in arms if a.acc_vs_base is not None]
     for a, p in zip(compared, holm([a.acc_vs_base.p for a in compared])):
         a.p_holm = p
