@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,17 +58,22 @@ def _radius_ref(b: Tensor) -> Tensor:
 
 
 def _sincos_ref(b: Tensor) -> tuple[Tensor, Tensor]:
-    y = (_unit_ref(b) - 0.5) * _f(K._PI)
+    w = b >> 8
+    q = w >> 22
+    y = ((w & 0x3FFFFF) - (1 << 21)).to(torch.int32).to(torch.float32) * _f(K._QSTEP)  # [−π/4, π/4)
     y2 = y * y
-    s = y2 * _f(K._S11)
-    for c in (K._S9, K._S7, K._S5, K._S3):
+    s = y2 * _f(K._S7)
+    for c in (K._S5, K._S3):
         s = (s + _f(c)) * y2
     s = s * y + y
-    c = y2 * _f(K._C12)
-    for k in (K._C10, K._C8, K._C6, K._C4, K._C2):
+    c = y2 * _f(K._C8)
+    for k in (K._C6, K._C4):
         c = (c + _f(k)) * y2
-    c = c + 1
-    return 1 - (s * s) * 2, (s * c) * 2
+    c = (c * y2 - y2 * 0.5) + 1
+    odd = (q & 1) == 1
+    c0, s0 = torch.where(odd, s, c), torch.where(odd, c, s)
+    # negation flips the sign bit exactly, as the kernel's xor
+    return torch.where(((q + 1) & 2) != 0, -c0, c0), torch.where((q & 2) != 0, -s0, s0)
 
 
 def normal_ref(seed: int, start: int, count: int, sigma: float = 1.0, device=None) -> Tensor:
@@ -97,7 +103,7 @@ def _run(x: Tensor, seed: int, sigma: float, additive: bool) -> Tensor:
     out = torch.empty_like(xc)
     if supported(xc):
         k0, k1 = mix_seed(seed)
-        K.normal_apply(as_array(xc), as_array(out), k0, k1, sigma, additive)
+        K.normal_apply(as_array(xc), as_array(out), k0, k1, np.array([sigma], dtype=np.float32), additive)
         return out
     return out.copy_(gaussian_apply_ref(xc, seed, sigma, additive))
 
