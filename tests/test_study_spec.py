@@ -25,6 +25,8 @@ BAD = [
     ({"arms": {"a": {"p": float("nan")}}}, "spec.arms.a.p: must be a number in [0, 1), got nan"),
     ({"arms": {"a": {"augment": ["shfit"]}}}, "spec.arms.a.augment.0: must be one of"),
     ({"arms": {"a": {"early_stopping": {"patince": 3}}}}, "did you mean 'patience'?"),
+    ({"arms": {"a": {"early_stopping": {"baseline": float("nan")}}}},  # TOML nan; refused by the library rule
+     "spec.arms.a.early_stopping.baseline: must be a number, got nan"),
     ({"optimizer": {"name": "adm"}}, "spec.optimizer.name: must be 'sgd', 'momentum', 'nesterov', 'adam' or 'adamw'"),
     ({"optimizer": {"betas": [0.9]}}, "spec.optimizer.betas: must be two numbers in [0, 1)"),
     ({"model": {"kind": "mpl"}}, "did you mean 'mlp'?"),

@@ -71,3 +71,34 @@ def test_diverging_member_fails_alone():
     assert fin[1]["failed"] is None and fin[1]["test_acc"] > 0.5
     assert fin[2]["failed"].startswith("diverged") and statuses[2][0] == "failed"
     assert max(r["epoch"] for r in rows if r["run_id"] == 1) == 2
+
+
+ES_ARMS = {"min": {"early_stopping": {"patience": 1, "min_delta": 0.05}},
+           "acc": {"early_stopping": {"monitor": "val_accuracy", "patience": 2}},
+           "base": {"early_stopping": {"patience": 1, "baseline": 0.6, "start_from_epoch": 1}},
+           "max": {"early_stopping": {"mode": "max", "patience": 2}}}
+
+
+def test_resume_at_every_epoch_continues_early_stopping_exactly():
+    import json
+
+    spec = _spec({"baseline": {}, **ES_ARMS}, epochs=8, checkpoint_every=0.0)
+    runs = expand(spec)
+    data = load_data(spec, runs[0].n_train)
+    rows, states = [], []
+
+    def commit(r, s, trainer):
+        rows.extend(r)
+        tensors, info = trainer.state()
+        states.append(({k: v.clone() for k, v in tensors.items()}, json.loads(json.dumps(info))))
+
+    ref = StackedTrainer(Group("g", runs, True), spec, data)
+    fin = ref.run(on_commit=lambda r, s: commit(r, s, ref))
+    stopped = sorted(f["stopped_epoch"] for f in fin)
+    assert stopped[0] < spec.epochs and len(set(stopped)) > 3  # early stopping acted, at different epochs
+    for tensors, info in states[:-1]:
+        st = StackedTrainer(Group("g", runs, True), spec, data)
+        st.load_state(tensors, info)
+        more = []
+        assert st.run(on_commit=lambda r, s: more.extend(r)) == fin
+        assert [r | {"epoch_time": 0} for r in more] == [r | {"epoch_time": 0} for r in rows if r["epoch"] > info["epoch"]]

@@ -1,4 +1,5 @@
-"""Pieces both trainers share: seeds, data order, learning-rate schedule, early stopping.
+"""Pieces both trainers share: seeds, data order, learning-rate schedule, early stopping
+(the library's :class:`~regulab.regularizers.EarlyStoppingRule`, its state kept as JSON).
 
 Randomness is *stateless*: the data order of a member at an epoch, and every random draw
 of a training step, come from generators seeded by a hash of (seed, epoch, step, ...), so
@@ -12,15 +13,18 @@ Examples:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import platform
 
 import torch
 
-from .spec import Optimizer
+from ..regularizers import EarlyStoppingRule, EarlyStoppingState
+from .spec import EarlyStopping, Optimizer
 
-__all__ = ["mix", "gen", "order", "lr_at", "EarlyStopper", "versions", "BIG"]
+__all__ = ["mix", "gen", "order", "lr_at", "es_rule", "es_value", "es_state_to_json", "es_state_from_json",
+           "versions", "BIG"]
 
 BIG = 1e30  # "no max-norm" for a member (max_norm_ needs a positive number)
 
@@ -49,48 +53,34 @@ def lr_at(opt: Optimizer, epoch: int, epochs: int) -> float:
     return opt.lr
 
 
-class EarlyStopper:
-    """Keras ``EarlyStopping`` decision rule for one run (monitor, mode, min_delta, patience,
-    baseline, start_from_epoch). ``update`` returns True when training should stop.
+def es_rule(cfg: dict | None) -> EarlyStoppingRule | None:
+    """The library's early-stopping rule for an arm's ``early_stopping`` table; None when off."""
+    return None if cfg is None else EarlyStopping(**cfg).rule()
+
+
+def es_value(cfg: dict, val_loss: float, val_acc: float) -> float:
+    """The epoch's value of the monitored metric."""
+    return val_acc if cfg["monitor"] == "val_accuracy" else val_loss
+
+
+def es_state_to_json(state: EarlyStoppingState) -> dict:
+    """A one-model :class:`EarlyStoppingState` as JSON scalars (exact: floats round-trip through JSON).
 
     Examples:
-        >>> es = EarlyStopper({"monitor": "val_loss", "patience": 1})
-        >>> [es.update(e, v) for e, v in enumerate([1.0, 0.9, 0.95])]
-        [False, False, True]
+        >>> import json
+        >>> st, _ = EarlyStoppingRule("min").update(EarlyStoppingState.initial(), 0, 0.1)
+        >>> d = es_state_to_json(st); d
+        {'best': 0.1, 'has_best': True, 'best_epoch': 0, 'wait': 0, 'stopped_epoch': 0, 'stop': False}
+        >>> es_state_to_json(es_state_from_json(json.loads(json.dumps(d)))) == d
+        True
     """
+    return {f.name: getattr(state, f.name).item() for f in dataclasses.fields(state)}
 
-    def __init__(self, cfg: dict, state: dict | None = None) -> None:
-        self.cfg = cfg
-        mode = cfg.get("mode", "auto")
-        if mode == "auto":
-            mode = "max" if "acc" in cfg.get("monitor", "val_loss") else "min"
-        self.sign = 1.0 if mode == "min" else -1.0
-        st = state or {}
-        self.wait = st.get("wait", 0)
-        self.best = st.get("best", math.inf)
-        self.stopped_epoch = st.get("stopped_epoch", 0)
 
-    def state(self) -> dict:
-        return {"wait": self.wait, "best": self.best, "stopped_epoch": self.stopped_epoch}
-
-    def _better(self, value: float, ref: float) -> bool:
-        return value + self.cfg.get("min_delta", 0.0) < ref  # both signed: smaller is better
-
-    def update(self, epoch: int, value: float) -> bool:
-        if epoch < self.cfg.get("start_from_epoch", 0) or not math.isfinite(value):
-            return False
-        self.wait += 1
-        v = self.sign * value
-        baseline = self.cfg.get("baseline")
-        if self._better(v, self.best):
-            self.best = v
-            if baseline is None or self._better(v, self.sign * baseline):
-                self.wait = 0
-            return False
-        if self.wait >= self.cfg.get("patience", 0) and epoch > 0:
-            self.stopped_epoch = epoch
-            return True
-        return False
+def es_state_from_json(d: dict) -> EarlyStoppingState:
+    ref = EarlyStoppingState.initial()
+    return EarlyStoppingState(**{f.name: torch.tensor(d[f.name], dtype=getattr(ref, f.name).dtype)
+                                 for f in dataclasses.fields(ref)})
 
 
 def versions() -> dict:

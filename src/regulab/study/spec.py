@@ -55,7 +55,14 @@ class _M(BaseModel):
 
 
 class EarlyStopping(_M):
-    """Keras ``EarlyStopping`` settings (monitor is a validation metric)."""
+    """Keras ``EarlyStopping`` settings (monitor is a validation metric).
+
+    The fields are the arguments of :class:`regulab.regularizers.EarlyStopping`, one to one;
+    the trainers run that class's :class:`~regulab.regularizers.EarlyStoppingRule` (see
+    :meth:`rule`). ``mode = "auto"`` is resolved the library's way: ``"max"`` for
+    ``val_accuracy``, ``"min"`` for ``val_loss``. A value the library refuses is a
+    :class:`SpecError` naming the field.
+    """
 
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     mode: Literal["auto", "min", "max"] = "auto"
@@ -64,6 +71,21 @@ class EarlyStopping(_M):
     baseline: float | None = None
     start_from_epoch: NonNegInt = 0
     restore_best_weights: bool = True
+
+    def rule(self):
+        """The library's :class:`~regulab.regularizers.EarlyStoppingRule` for these settings."""
+        from ..regularizers import EarlyStopping as KerasEarlyStopping
+
+        return KerasEarlyStopping(**self.model_dump()).rule
+
+    @model_validator(mode="after")
+    def _library_checks(self):
+        try:
+            self.rule()
+        except ValueError as e:  # "EarlyStopping: <param> must be ..., got ..."
+            param, _, msg = str(e).partition(": ")[2].partition(" ")
+            raise ValueError(f"{param}|{msg}") from None
+        return self
 
 
 # 1-D signal ops (regulab.regularizers.augment) and image ops (regulab.regularizers.augment_image)

@@ -19,7 +19,7 @@ from ..models import build, seeded_module
 from ..nn.base import is_dropout_module
 from ..ops import dropout
 from ..regularizers import (
-    decoupled_decay_, gaussian_noise, l1l2_penalty, label_smoothing_cross_entropy, max_norm_, mixup,
+    EarlyStoppingState, decoupled_decay_, gaussian_noise, l1l2_penalty, label_smoothing_cross_entropy, max_norm_, mixup,
 )
 from . import _common
 from .augment import op as augment_op
@@ -54,7 +54,7 @@ class RunTrainer:
         else:
             self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=0.0 if o.name == "sgd" else o.momentum,
                                        nesterov=o.name == "nesterov")
-        self.es = _common.EarlyStopper(a["early_stopping"]) if a["early_stopping"] else None
+        self.es, self.es_state = _common.es_rule(a["early_stopping"]), EarlyStoppingState.initial()
         self.epoch, self.failed, self.stopped = 0, None, 0
         self.best = copy.deepcopy(self.model.state_dict())
         self.best_info = dict(epoch=0, val_acc=-math.inf, val_loss=math.inf, train_loss=None, train_acc=None)
@@ -150,8 +150,9 @@ class RunTrainer:
             info.update(epoch=self.epoch, val_acc=v_acc, val_loss=v_loss, train_loss=c_loss, train_acc=c_acc)
             self.best = copy.deepcopy(self.model.state_dict())
         if self.es is not None:
-            monitor = v_acc if "acc" in self.es.cfg["monitor"] else v_loss
-            if self.es.update(self.epoch - 1, monitor):
+            value = _common.es_value(self.a["early_stopping"], v_loss, v_acc)
+            self.es_state, _ = self.es.update(self.es_state, self.epoch - 1, value)
+            if bool(self.es_state.stop):
                 self.stopped = self.epoch
 
     def finals(self) -> list[dict]:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import FlatParams, build, seeded_module
-from ..regularizers import decoupled_decay_, gaussian_noise, l1l2_penalty, max_norm_, mixup
+from ..regularizers import EarlyStoppingState, decoupled_decay_, gaussian_noise, l1l2_penalty, max_norm_, mixup
 from . import _common
 from .augment import apply_augment
 from .plan import Group
@@ -52,7 +52,10 @@ class StackedTrainer:
         self.c, self.eps, self.sigma = t("max_norm", _common.BIG), t("label_smoothing"), t("input_noise")
         self.mix = [(m, x["mixup"]) for m, x in enumerate(a) if x["mixup"] > 0]
         self.aug = [x["augment"] for x in a]
-        self.es = [_common.EarlyStopper(x["early_stopping"]) if x["early_stopping"] else None for x in a]
+        # early stopping: the library rule and a one-model state per member that has it
+        self.es_cfg = {m: x["early_stopping"] for m, x in enumerate(a) if x["early_stopping"]}
+        self.es = {m: _common.es_rule(cfg) for m, cfg in self.es_cfg.items()}
+        self.es_state = {m: EarlyStoppingState.initial() for m in self.es}
         self.eval_chunk = eval_chunk
         self.r_p, self.r_ip = _range(self.p > 0), _range(self.input_p > 0)
         self.r_pen = _range((self.l1 > 0) | (self.l2 > 0))
@@ -255,10 +258,11 @@ class StackedTrainer:
         if better:
             info.update(epoch=self.epoch, val_acc=v_acc, val_loss=v_loss, train_loss=c_loss, train_acc=c_acc)
             self.fl.member_rows(torch.arange(self.M) == m, self.fl.flat, self.best)
-        es = self.es[m]
-        monitor = v_acc if es is not None and "acc" in es.cfg["monitor"] else v_loss
-        if es is not None and es.update(self.epoch - 1, monitor):
-            self._freeze(m)
+        if m in self.es:
+            value = _common.es_value(self.es_cfg[m], v_loss, v_acc)
+            self.es_state[m], _ = self.es[m].update(self.es_state[m], self.epoch - 1, value)
+            if bool(self.es_state[m].stop):
+                self._freeze(m)
         if not self.active[m] or self.epoch >= self.spec.epochs:
             self.stopped[m] = self.epoch
 
@@ -302,7 +306,8 @@ class StackedTrainer:
             tensors.update(m2=self.m2, snap2=self.snap[2])
         info = {"epoch": self.epoch, "step_count": self.step_count, "active": self.active.tolist(),
                 "failed": {str(k): v for k, v in self.failed.items()}, "stopped": self.stopped,
-                "best_info": self.best_info, "es": [None if es is None else es.state() for es in self.es],
+                "best_info": self.best_info,
+                "es": {str(m): _common.es_state_to_json(st) for m, st in self.es_state.items()},
                 "run_ids": [r.run_id for r in self.runs]}
         return tensors, info
 
@@ -317,7 +322,10 @@ class StackedTrainer:
         self.active = torch.tensor(info["active"], dtype=torch.bool)
         self.failed = {int(k): v for k, v in info["failed"].items()}
         self.stopped, self.best_info = list(info["stopped"]), info["best_info"]
-        self.es = [None if es is None else _common.EarlyStopper(es.cfg, st) for es, st in zip(self.es, info["es"])]
+        es = {int(m): _common.es_state_from_json(st) for m, st in info["es"].items()}
+        if es.keys() != self.es.keys():
+            raise ValueError("checkpoint has early-stopping state for other members")
+        self.es_state = es
 
 
 def _order_key(run) -> tuple:
