@@ -92,12 +92,21 @@ def run(args) -> int:
         _after_study(res.study_dir)
     except KeyboardInterrupt:
         # Ctrl-C: the open transaction rolled back, every committed epoch is kept
-        resume = (f"regulab study --resume {out}" if (Path(out) / "study.sqlite").is_file()
-                  else "the same command")
+        resume = f"regulab study --resume {out}" if _has_spec(out) else "the same command"
         print(f"regulab study: interrupted; progress so far is saved in {out}; resume with: {resume}",
               file=sys.stderr)
         return 130
     return 0
+
+
+def _has_spec(out) -> bool:
+    """Whether ``--resume out`` can work: the folder's database holds the study's spec."""
+    from .store import open_results
+
+    try:
+        return bool(open_results(out).spec)
+    except Exception:  # noqa: BLE001 - no (readable) study there yet
+        return False
 
 
 def print_summary(res, quiet: bool = False) -> None:
