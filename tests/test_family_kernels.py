@@ -102,3 +102,48 @@ def test_eager_fast_path_equals_the_custom_op(fn):
     torch.manual_seed(1)
     graph = fn(x.clone().requires_grad_())
     assert torch.equal(plain, graph.detach()) and graph.grad_fn is not None
+
+
+@pytest.mark.parametrize("shape", [(3, 1000), (5, BLOCK + 7), (4, PARALLEL_MIN // 4 + 3), (2, 3 * BLOCK)])
+@pytest.mark.parametrize("additive", [False, True])
+def test_gaussian_kernel_per_member_sigma_equals_reference(shape, additive):
+    # one σ per member row: rows shorter than a tile, rows crossing chunks, serial and parallel sizes
+    x = torch.randn(shape)
+    sigma = torch.linspace(0.0, 1.5, shape[0])
+    got = gaussian_apply(x, torch.tensor(21), 0.0, additive, sigma)
+    assert torch.equal(got, gaussian_apply_ref(x, 21, sigma, additive))
+    # a member with σ = 0 is left as it is; the others match the scalar op with their σ
+    assert torch.equal(got[0], x[0])
+    assert torch.equal(got[-1], gaussian_apply_ref(x, 21, float(sigma[-1]), additive)[-1])
+
+
+def test_gaussian_kernel_is_deterministic_and_serial_equals_parallel():
+    # same seed → same bits; a parallel-size call equals its serial chunk-by-chunk pieces
+    x = torch.randn(PARALLEL_MIN + 3 * BLOCK + 5)
+    a = gaussian_apply(x, torch.tensor(3), 0.5, False)
+    assert torch.equal(a, gaussian_apply(x, torch.tensor(3), 0.5, False))
+    k0, k1 = (np.uint32(v) for v in mix_seed(3))
+    out = np.empty(x.numel(), np.float32)
+    K._KERNELS["normal"][1](x.numpy(), out, k0, k1, np.full(1, 0.5, np.float32), np.int64(x.numel()), False)
+    assert torch.equal(torch.from_numpy(out), a)
+
+
+def test_normals_ks_and_tails():
+    from scipy import stats
+    z = gaussian_apply(torch.zeros(1 << 22), torch.tensor(2024), 1.0, True).double()
+    # KS against N(0, 1) on 10^6 draws (seeded; p-value of a correct generator is uniform)
+    assert stats.kstest(z[:10**6].numpy(), "norm").pvalue > 1e-3
+    # tails: counts of |z| > t against n·P(|Z| > t) within 5 Poisson standard deviations (+1)
+    for t in (2.0, 3.0, 4.0, 4.5, 5.0):
+        want = z.numel() * math.erfc(t / math.sqrt(2))
+        got = int((z.abs() > t).sum())
+        assert abs(got - want) < 5 * math.sqrt(want) + 1, (t, got, want)
+
+
+def test_radius_tail_accuracy():
+    # the smallest v = 1 − u on the 2^-24 grid decide the tails (|z| up to 5.77): relative error < 1e-6
+    from regulab.ops.gaussian import _radius_ref
+    k = torch.arange(1, 1 << 16, dtype=torch.int64)
+    b = ((1 << 24) - k) << 8  # u = 1 − k·2^-24, so v = k·2^-24
+    exact = torch.sqrt(-2 * torch.log(k.double() / 2**24))
+    assert float(((_radius_ref(b).double() - exact) / exact).abs().max()) < 1e-6

@@ -92,3 +92,28 @@ def test_gaussian_noise_per_member_sigma_and_module():
     assert layer.eval()(x) is x
     with pytest.raises(ValueError, match="gaussian_noise: input must be stacked on a leading member dim of size 3"):
         gaussian_noise(torch.ones(2, 4), sigma)
+
+
+def test_gaussian_noise_is_the_ops_implementation():
+    # one implementation: same generator state, same seeded counter-based noise as regulab.ops
+    import regulab
+    x = torch.randn(3, 40, 50)
+    for sigma in (0.3, torch.tensor([0.1, 0.0, 2.0])):
+        a = gaussian_noise(x, sigma, generator=torch.Generator().manual_seed(5))
+        b = regulab.ops.gaussian_noise(x, sigma, generator=torch.Generator().manual_seed(5))
+        assert torch.equal(a, b)
+    torch.manual_seed(3)
+    a = gaussian_noise(x, torch.tensor([0.1, 0.2, 0.3]))
+    torch.manual_seed(3)
+    assert torch.equal(a, gaussian_noise(x, torch.tensor([0.1, 0.2, 0.3])))  # default generator: reproducible too
+
+
+def test_gaussian_noise_per_member_gradient_and_errors():
+    x = torch.randn(2, 8, requires_grad=True)
+    y = gaussian_noise(x, torch.tensor([0.5, 1.0]))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))  # additive: the identity
+    with pytest.raises(ValueError, match=r"gaussian_noise: sigma must be a number >= 0 \(or a 1-D tensor of them\)"):
+        gaussian_noise(x, torch.tensor([0.5, -1.0]))
+    with pytest.raises(ValueError, match=r"gaussian_noise: sigma must be a number >= 0 \(or a 1-D tensor of them\)"):
+        gaussian_noise(x, torch.ones(2, 1))

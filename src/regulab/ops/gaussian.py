@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .._validate import NONNEG, PROB_OPEN_RIGHT, check, check_p, register
+from ..errors import format_error
 from . import _kernels_family as K
 from ._kernels import BLOCK, as_array, supported
 from ._rng import bits_ref, draw_seed, mix_seed
@@ -87,53 +88,75 @@ def normal_ref(seed: int, start: int, count: int, sigma: float = 1.0, device=Non
     return z.view(-1)[:count]
 
 
-def gaussian_apply_ref(x: Tensor, seed: int, sigma: float, additive: bool) -> Tensor:
-    """Torch reference: ``x + σz`` or ``x·(1 + σz)`` with the kernel's normals."""
+def _rows(sigma, numel: int, device) -> tuple[Tensor, int]:
+    """σ as a float32 (M,) tensor on ``device`` and the row length numel // M (x viewed as (M, -1))."""
+    sig = torch.as_tensor(sigma, dtype=torch.float32).detach().reshape(-1).to(device)  # (M,)
+    return sig, max(1, numel // sig.numel())
+
+
+def gaussian_apply_ref(x: Tensor, seed: int, sigma, additive: bool) -> Tensor:
+    """Torch reference: ``x + σz`` or ``x·(1 + σz)`` with the kernel's normals.
+
+    ``sigma`` is a number or an (M,) tensor, one σ per row of ``x`` viewed as (M, -1).
+    """
     flat = x.contiguous().view(-1)
     out = torch.empty_like(flat)
+    sig, row = _rows(sigma, flat.numel(), x.device)
     for c0 in range(0, flat.numel(), _REF_CHUNK):
         c1 = min(flat.numel(), c0 + _REF_CHUNK)
-        z = normal_ref(seed, c0, c1 - c0, sigma, device=x.device)
+        m = torch.arange(c0, c1, device=x.device) // row  # member of each element
+        z = sig[m] * normal_ref(seed, c0, c1 - c0, 1.0, device=x.device)  # 1·v == v: same steps as σ·(r·c)
         out[c0:c1] = flat[c0:c1] + z.to(x.dtype) if additive else flat[c0:c1] * (z + 1).to(x.dtype)
     return out.view(x.shape)
 
 
-def _run(x: Tensor, seed: int, sigma: float, additive: bool) -> Tensor:
+def _run(x: Tensor, seed: int, sigma: float, additive: bool, member_sigma: Tensor | None) -> Tensor:
     xc = x.contiguous()
     out = torch.empty_like(xc)
+    sigma = sigma if member_sigma is None else member_sigma
     if supported(xc):
         k0, k1 = mix_seed(seed)
-        K.normal_apply(as_array(xc), as_array(out), k0, k1, np.array([sigma], dtype=np.float32), additive)
+        sig, _ = _rows(sigma, xc.numel(), "cpu")
+        K.normal_apply(as_array(xc), as_array(out), k0, k1, sig.numpy(), additive)
         return out
     return out.copy_(gaussian_apply_ref(xc, seed, sigma, additive))
 
 
 @torch.library.custom_op("regulab::gaussian_apply", mutates_args=())
-def gaussian_apply(x: Tensor, seed: Tensor, sigma: float, additive: bool) -> Tensor:
-    """``x + σz`` (additive) or ``x·(1 + σz)`` with seeded normals ``z``."""
-    return _run(x, int(seed), sigma, additive)
+def gaussian_apply(x: Tensor, seed: Tensor, sigma: float, additive: bool,
+                   member_sigma: Tensor | None = None) -> Tensor:
+    """``x + σz`` (additive) or ``x·(1 + σz)`` with seeded normals ``z``.
+
+    With ``member_sigma`` (an (M,) tensor) row ``m`` of ``x`` viewed as (M, -1) uses
+    ``member_sigma[m]`` and ``sigma`` is ignored.
+    """
+    return _run(x, int(seed), sigma, additive, member_sigma)
 
 
-def _apply(x: Tensor, seed: Tensor, sigma: float, additive: bool) -> Tensor:
+def _apply(x: Tensor, seed: Tensor, sigma: float, additive: bool, member_sigma: Tensor | None = None) -> Tensor:
     """The custom op, or its body directly when no graph is needed (the dispatch costs ~0.1–0.3 ms)."""
-    return _run(x, int(seed), sigma, additive) if eager_plain(x) else gaussian_apply(x, seed, sigma, additive)
+    if eager_plain(x):
+        return _run(x, int(seed), sigma, additive, member_sigma)
+    return gaussian_apply(x, seed, sigma, additive, member_sigma)
 
 
 @gaussian_apply.register_fake
-def _(x, seed, sigma, additive):
+def _(x, seed, sigma, additive, member_sigma=None):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[1])  # the 0-dim seed only
-    ctx.sigma, ctx.additive = inputs[2], inputs[3]
+    ctx.sigma, ctx.additive, ctx.members = inputs[2], inputs[3], inputs[4] is not None
+    # the 0-dim seed (and the (M,) σ, if any): never the noise
+    ctx.save_for_backward(inputs[1], *([inputs[4]] if ctx.members else []))
 
 
 def _backward(ctx, grad):
     if ctx.additive:
-        return grad, None, None, None
-    (seed,) = ctx.saved_tensors
-    return gaussian_apply(grad, seed, ctx.sigma, False), None, None, None  # linear in x: same noise
+        return grad, None, None, None, None
+    seed, *member_sigma = ctx.saved_tensors
+    # linear in x: the same noise
+    return gaussian_apply(grad, seed, ctx.sigma, False, member_sigma[0] if ctx.members else None), None, None, None, None
 
 
 gaussian_apply.register_autograd(_backward, setup_context=_setup_context)
@@ -171,18 +194,34 @@ def gaussian_dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
     return _apply(x, draw_seed(generator), math.sqrt(p / (1 - p)), False)
 
 
-def gaussian_noise(x: Tensor, sigma: float = 0.1, training: bool = True, *,
+def _member_sigma(where: str, sigma: Tensor, x: Tensor) -> Tensor:
+    """Validate an (M,) σ tensor (floating, non-empty, every value >= 0) against ``x`` of shape (M, ...)."""
+    ok = (sigma.ndim == 1 and sigma.numel() > 0 and sigma.is_floating_point()
+          and bool(((sigma.detach() >= 0) & ~torch.isnan(sigma.detach())).all()))
+    if not ok:
+        shown = sigma if sigma.numel() <= 8 else f"tensor of shape {tuple(sigma.shape)}"
+        raise ValueError(format_error(where, "sigma", f"{NONNEG} (or a 1-D tensor of them)", shown))
+    m = sigma.shape[0]
+    if x.ndim == 0 or x.shape[0] != m:
+        raise ValueError(format_error(where, "input", f"stacked on a leading member dim of size {m} to match "
+                                      f"sigma of shape ({m},)", f"shape {tuple(x.shape)}"))
+    return sigma.detach().to("cpu", torch.float32)
+
+
+def gaussian_noise(x: Tensor, sigma: float | Tensor = 0.1, training: bool = True, *,
                    generator: torch.Generator | None = None) -> Tensor:
     """Additive Gaussian noise ``y = x + σz`` in training (Keras ``GaussianNoise``).
 
     Formula: ``y = x + σz``, ``z ~ N(0, 1)``; ``y`` is ``x`` itself in eval, for ``σ == 0``
-    or empty ``x``. The gradient is the identity.
+    or empty ``x``. The gradient is the identity (σ is a constant: no gradient reaches it).
+    Bishop 1995: training with input noise is close to Tikhonov regularisation.
 
     Args:
-        x: input of any shape, dtype and device.
-        sigma: standard deviation σ >= 0.
+        x: input of any shape, dtype and device; ``(M, B, ...)`` when ``sigma`` is per member.
+        sigma: standard deviation σ >= 0, or an ``(M,)`` tensor: one σ per member of
+            inputs stacked on a leading member dim (a stacked study's arms).
         training: apply the noise (True) or return ``x``.
-        generator: torch generator the per-call seed is drawn from.
+        generator: torch generator the per-call seed is drawn from (same seed, same noise).
 
     Shape:
         Input (*), output (*), same shape.
@@ -195,7 +234,17 @@ def gaussian_noise(x: Tensor, sigma: float = 0.1, training: bool = True, *,
         >>> y = regulab.ops.gaussian_noise(torch.zeros(100_000), sigma=0.5)
         >>> abs(float(y.mean())) < 0.01 and abs(float(y.std()) - 0.5) < 0.01
         True
+        >>> y = regulab.ops.gaussian_noise(torch.zeros(2, 50_000), torch.tensor([0.0, 2.0]))  # (M, B)
+        >>> float(y[0].abs().max()), round(float(y[1].std()), 1)
+        (0.0, 2.0)
     """
+    if isinstance(sigma, Tensor) and sigma.ndim >= 1:
+        member_sigma = _member_sigma("gaussian_noise", sigma, x)
+        if not training or x.numel() == 0 or not bool(member_sigma.any()):
+            return x
+        return _apply(x, draw_seed(generator), 0.0, True, member_sigma)
+    if isinstance(sigma, Tensor) and sigma.ndim == 0:
+        sigma = sigma.item()
     sigma = float(check("gaussian_noise", "sigma", sigma, NONNEG))
     if not training or x.numel() == 0 or sigma == 0.0:
         return x

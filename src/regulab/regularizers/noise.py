@@ -3,7 +3,8 @@
 Convention (Keras ``GaussianNoise``; Bishop 1995: training with noise ≈ Tikhonov
 regularisation): ``y = x + σ·ε``, ``ε ~ N(0, 1)`` elementwise, in training; in eval the
 input object itself is returned. ``σ`` may be an ``(M,)`` tensor for inputs stacked on a
-leading member dim ``(M, B, ...)``.
+leading member dim ``(M, B, ...)``. The noise itself is :func:`regulab.ops.gaussian_noise`
+(one implementation: seeded counter-based normals, numba kernel on CPU).
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 from torch import nn
 
 from .._validate import NONNEG, register
-from ._strength import check_strength, is_per_member, per_member_view
+from ..ops.gaussian import gaussian_noise as ops_gaussian_noise
+from ._strength import check_strength
 
 __all__ = ["gaussian_noise", "GaussianNoise", "randn_like_seeded"]
 
@@ -32,7 +34,9 @@ def randn_like_seeded(x: torch.Tensor, generator: torch.Generator | None = None)
 def gaussian_noise(x: torch.Tensor, sigma, training: bool = True, *, generator: torch.Generator | None = None):
     """Add ``N(0, σ²)`` noise to ``x`` in training; return ``x`` itself otherwise.
 
-    Formula: ``y = x + σ·ε``, ``ε ~ N(0, 1)``.
+    Formula: ``y = x + σ·ε``, ``ε ~ N(0, 1)``. One implementation with
+    :func:`regulab.ops.gaussian_noise` (this calls it): seeded counter-based normals,
+    the numba kernel on CPU, one seed drawn from ``generator`` per call.
 
     Args:
         x: any floating tensor; ``(M, B, ...)`` when ``sigma`` is per member.
@@ -53,10 +57,7 @@ def gaussian_noise(x: torch.Tensor, sigma, training: bool = True, *, generator: 
         True
     """
     sigma = check_strength("gaussian_noise", "sigma", sigma, NONNEG)
-    if not training or x.numel() == 0 or (not is_per_member(sigma) and sigma == 0):
-        return x
-    scale = per_member_view(sigma, x, "gaussian_noise", "sigma") if is_per_member(sigma) else sigma
-    return x + scale * randn_like_seeded(x, generator)
+    return ops_gaussian_noise(x, sigma, training, generator=generator)
 
 
 class GaussianNoise(nn.Module):
