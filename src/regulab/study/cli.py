@@ -6,6 +6,8 @@ into ``./regulab-study``; re-running the same command resumes and reuses finishe
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -87,9 +89,12 @@ def run(args) -> int:
     study = Study(data, out=out, executor=args.executor, address=args.address, quiet=args.quiet,
                   threads=args.threads)
     try:
-        res = study.run()
-        print_summary(res, quiet=args.quiet)
-        _after_study(res.study_dir)
+        with _watch_sigint() as seen:
+            res = study.run()
+            print_summary(res, quiet=args.quiet)
+            _after_study(res.study_dir)
+            if seen:  # a Ctrl-C that landed in a finalizer is swallowed by Python: still report it
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         # Ctrl-C: the open transaction rolled back, every committed epoch is kept
         resume = f"regulab study --resume {out}" if _has_spec(out) else "the same command"
@@ -97,6 +102,28 @@ def run(args) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+@contextlib.contextmanager
+def _watch_sigint():
+    """Within: SIGINT raises KeyboardInterrupt as usual and is also recorded in the yielded list."""
+    seen: list = []
+
+    def on_sigint(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # e.g. started with nohup: keep ignoring
+            raise ValueError
+        old = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread, or SIGINT ignored: leave signals alone
+        yield seen
+        return
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _has_spec(out) -> bool:
