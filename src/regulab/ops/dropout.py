@@ -21,6 +21,7 @@ from torch import Tensor
 from .._validate import PROB, check, check_p, register
 from ..errors import format_error
 from . import _kernels
+from ._eager import plain_eager
 from ._rng import bits_ref, draw_seed, keep_threshold, mix_seed
 
 __all__ = ["dropout", "masked_scale", "masked_scale_ref"]
@@ -138,8 +139,9 @@ class _MaskedScaleFn(torch.autograd.Function):
 
 
 def _apply(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None) -> Tensor:
-    """The out-of-place op: the autograd.Function in plain eager mode, the custom op otherwise."""
-    if type(x) is torch.Tensor and not torch.compiler.is_compiling():
+    """The out-of-place op: the autograd.Function in plain eager mode, the custom op otherwise
+    (under torch.compile, tensor subclasses and function modes, which must see the op)."""
+    if plain_eager(x):
         return _MaskedScaleFn.apply(x, int(seed), p, p_member)
     return masked_scale(x, seed, p, p_member)
 
@@ -206,7 +208,7 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
         return _apply(x, seed, p, p_member)
     if torch.is_grad_enabled() and x.requires_grad:
         return x.copy_(_apply(x, seed, p, p_member))  # autograd sees a copy: no mask kept
-    if type(x) is torch.Tensor and not torch.compiler.is_compiling():
+    if plain_eager(x):
         _run(x, x, int(seed), p, p_member) if x.is_contiguous() else x.copy_(_apply(x, seed, p, p_member))
     else:
         _masked_scale_(x, seed, p, p_member)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._eager import plain_eager
+
 from .._validate import PROB, check_p, register
 from ..errors import format_error
 from ._kernels_family import keep_mask, keep_value
@@ -110,7 +112,7 @@ def eager_plain(x: Tensor) -> bool:
     The Python custom-op dispatcher costs ~0.1–0.3 ms per call; when nothing needs a
     graph (no gradient, not under ``torch.compile``, a plain tensor) the op's body runs directly.
     """
-    return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
+    return (plain_eager(x)
             and not (torch.is_grad_enabled() and x.requires_grad))
 
 

@@ -1,0 +1,18 @@
+"""When an op may skip its registered custom op and run its body directly."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["plain_eager"]
+
+
+def plain_eager(x: Tensor) -> bool:
+    """A plain tensor, not under ``torch.compile`` and no ``TorchFunctionMode`` watching.
+
+    Only then may an op skip its ``torch.library`` custom op (whose Python dispatch costs
+    ~0.1 ms a call): tracers, compilers and function modes (``regulab doctor`` uses one)
+    must see the op.
+    """
+    return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
+            and not torch._C._is_torch_function_mode_enabled())
