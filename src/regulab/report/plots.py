@@ -113,7 +113,10 @@ def learning_curves(an: Analysis, res, colors: dict, metric: str = "acc") -> Fig
         ax.set_ylabel("accuracy (%)" if metric == "acc" else "loss (cross-entropy, nats)", fontsize=8)
     for ax in axes[-1, :]:
         ax.set_xlabel("epoch", fontsize=8)
-    axes.flat[0].legend(fontsize=7, loc="best")
+    for ax in axes.flat:  # the first panel with curves (a running study may have none for some arms)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+            break
     return fig
 
 
@@ -227,6 +230,7 @@ def sweep_plots(an: Analysis, colors: dict, metric: str = "test_acc") -> list[tu
         ax.set_xlabel(_SWEEP_LABELS.get(key, key))
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        if ax.get_legend_handles_labels()[0]:  # nothing finished yet: no lines to name
+            ax.legend(fontsize=8, loc="best")
         out.append((key, fig))
     return out
