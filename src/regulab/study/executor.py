@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -154,11 +155,26 @@ def _ray_train(group: Group, spec_json: dict, threads: int):
     def collect(r, st):
         rows.extend(r)
         statuses.update(st)
+        _test_worker_crash(group.key)
 
     t0 = time.perf_counter()
     finals = trainer.run(on_commit=collect)
     weights = [trainer.member_weights(m) for m in range(len(finals))]
     return trainer.runs, rows, statuses, finals, weights, time.perf_counter() - t0
+
+
+def _test_worker_crash(key: str) -> None:
+    """Test hook: with ``REGULAB_TEST_RAY_CRASH_DIR`` set, the first attempt of each group's task
+    SIGKILLs its own worker after its first commit point (mid-task), as an OOM kill or a lost node
+    would; the marker file it leaves makes the retry run through. Unset: does nothing."""
+    folder = os.environ.get("REGULAB_TEST_RAY_CRASH_DIR")
+    if not folder:
+        return
+    try:
+        os.close(os.open(Path(folder) / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | None = None,
