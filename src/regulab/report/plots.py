@@ -154,13 +154,18 @@ def _hfig(an: Analysis) -> Figure:
     return _fig(10.5, 1.0 + 0.38 * len(an.arms))
 
 
-def accuracy_dots(an: Analysis, colors: dict) -> Figure:
-    """Final test accuracy per arm (mean, 95% CI), the baseline marked."""
+def _arm_panel(an: Analysis, colors: dict, get, k: float):
+    """(figure, axes) of one dot-and-CI row per arm of ``get(arm)·k``, with the baseline band."""
     fig = _hfig(an)
     ax = fig.add_subplot()
-    get = (lambda a: a.test_acc)
-    _rows(ax, an, colors, get, 100)
-    _baseline_band(ax, an, get, 100)
+    _rows(ax, an, colors, get, k)
+    _baseline_band(ax, an, get, k)
+    return fig, ax
+
+
+def accuracy_dots(an: Analysis, colors: dict) -> Figure:
+    """Final test accuracy per arm (mean, 95% CI), the baseline marked."""
+    fig, ax = _arm_panel(an, colors, lambda a: a.test_acc, 100)
     lo, hi = ax.get_xlim()
     ax.set_xlim(max(lo, 0.0), min(hi, 100.0))  # intervals from few seeds can reach past 0 or 100 %
     ax.set_xlabel("test accuracy at the best-validation epoch (%; dot = mean over seeds, bar = 95% CI)")
@@ -169,11 +174,7 @@ def accuracy_dots(an: Analysis, colors: dict) -> Figure:
 
 def gap_plot(an: Analysis, colors: dict) -> Figure:
     """Generalization gap per arm: clean training accuracy − test accuracy, in points."""
-    fig = _hfig(an)
-    ax = fig.add_subplot()
-    get = (lambda a: a.acc_gap)
-    _rows(ax, an, colors, get, 100)
-    _baseline_band(ax, an, get, 100)
+    fig, ax = _arm_panel(an, colors, lambda a: a.acc_gap, 100)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("generalization gap: clean training accuracy − test accuracy "
                   "(percentage points; smaller = less overfitting)")
@@ -182,11 +183,7 @@ def gap_plot(an: Analysis, colors: dict) -> Figure:
 
 def noise_plot(an: Analysis, colors: dict) -> Figure:
     """Training noise per arm: std of the minibatch losses within an epoch, averaged over epochs."""
-    fig = _hfig(an)
-    ax = fig.add_subplot()
-    get = (lambda a: a.noise)
-    _rows(ax, an, colors, get, 1)
-    _baseline_band(ax, an, get, 1)
+    fig, ax = _arm_panel(an, colors, lambda a: a.noise, 1)
     ax.set_xlabel("training noise: std of minibatch losses within an epoch (nats; mean over epochs, 95% CI)")
     return fig
 
