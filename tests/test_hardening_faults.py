@@ -153,7 +153,9 @@ def test_sigkill_at_random_moments_then_resume(lab, tmp_path):
             kills[res.get("phase_at_signal") or res["phase"]] += 1
         lab.assert_same_as_clean(d)
     _report(f"SIGKILL at random moments ({attempts} attempts, {rounds} rounds)", kills)
-    assert kills["epoch"] >= 2 and kills["report"] >= 1 and kills["sqlite"] + kills["checkpoint"] >= 1
+    # the phases are drawn with a fixed seed; where a kill lands still depends on timing, so ask
+    # only for coverage: during epochs, inside a commit, and while the report is written
+    assert kills["epoch"] >= 1 and kills["report"] >= 1 and kills["sqlite"] + kills["checkpoint"] >= 1
 
 
 EXACT = [("sqlite", 1), ("sqlite", 2), ("sqlite", 5), ("sqlite", 9), ("sqlite", 33), ("save", 1), ("save", 4),
