@@ -34,6 +34,20 @@ def _unbatched(where: str, x: Tensor) -> list[int]:
     return feature_shape(where, torch.Size([1, *x.shape]))[1:]
 
 
+def _warn_rank(where: str, d: int, spatial: int) -> None:
+    """torch's deprecation warning, word for word, for a ``d``-D input to ``dropout{spatial}d``.
+
+    It points at the caller of ``where`` (stacklevel 3: this helper, ``where``, its caller).
+    """
+    warnings.warn(
+        f"{where}: Received a {d}-D input to {where}, which is deprecated "
+        "and will result in an error in a future release. To retain the behavior "
+        f"and silence this warning, please use dropout instead. Note that {where} "
+        f"exists to provide channel-wise dropout on inputs with {spatial} spatial dimensions, "
+        f"a channel dimension, and an optional batch dimension (i.e. {spatial + 1}D or {spatial + 2}D inputs).",
+        stacklevel=3)
+
+
 def dropout1d(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
               generator: torch.Generator | None = None) -> Tensor:
     """Zero whole channels of (N, C, L) or (C, L) inputs; a drop-in for ``F.dropout1d``.
@@ -96,13 +110,7 @@ def dropout2d(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = 
     p = check_p("dropout2d", p)
     d = x.dim()
     if d not in (3, 4):
-        warnings.warn(
-            f"dropout2d: Received a {d}-D input to dropout2d, which is deprecated "
-            "and will result in an error in a future release. To retain the behavior "
-            "and silence this warning, please use dropout instead. Note that dropout2d "
-            "exists to provide channel-wise dropout on inputs with 2 spatial dimensions, "
-            "a channel dimension, and an optional batch dimension (i.e. 3D or 4D inputs).",
-            stacklevel=2)
+        _warn_rank("dropout2d", d, 2)
     if d == 3:
         warnings.warn(
             "dropout2d: Received a 3D input to dropout2d and assuming that channel-wise "
@@ -144,12 +152,6 @@ def dropout3d(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = 
     p = check_p("dropout3d", p)
     d = x.dim()
     if d not in (4, 5):
-        warnings.warn(
-            f"dropout3d: Received a {d}-D input to dropout3d, which is deprecated "
-            "and will result in an error in a future release. To retain the behavior "
-            "and silence this warning, please use dropout instead. Note that dropout3d "
-            "exists to provide channel-wise dropout on inputs with 3 spatial dimensions, "
-            "a channel dimension, and an optional batch dimension (i.e. 4D or 5D inputs).",
-            stacklevel=2)
+        _warn_rank("dropout3d", d, 3)
     shape = feature_shape("dropout3d", x.shape) if d == 5 else _unbatched("dropout3d", x)
     return x if not training else apply_shared(x, p, shape, inplace, "scale", generator)
