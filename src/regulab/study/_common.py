@@ -63,6 +63,15 @@ def es_value(cfg: dict, val_loss: float, val_acc: float) -> float:
     return val_acc if cfg["monitor"] == "val_accuracy" else val_loss
 
 
+def improves(selection: str, best: dict, val_loss: float, val_acc: float) -> bool:
+    """Whether an epoch beats the best one so far (``best``'s ``val_acc``/``val_loss``) under
+    the study's ``selection``: higher validation accuracy, ties broken by lower validation
+    loss; or lower validation loss."""
+    if selection == "val_accuracy":
+        return val_acc > best["val_acc"] or (val_acc == best["val_acc"] and val_loss < best["val_loss"])
+    return val_loss < best["val_loss"]
+
+
 def es_state_to_json(state: EarlyStoppingState) -> dict:
     """A one-model :class:`EarlyStoppingState` as JSON scalars (exact: floats round-trip through JSON).
 

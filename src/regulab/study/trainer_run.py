@@ -142,11 +142,7 @@ class RunTrainer:
 
     def _track(self, c_loss, c_acc, v_loss, v_acc) -> None:
         info = self.best_info
-        if self.spec.selection == "val_accuracy":
-            better = v_acc > info["val_acc"] or (v_acc == info["val_acc"] and v_loss < info["val_loss"])
-        else:
-            better = v_loss < info["val_loss"]
-        if better:
+        if _common.improves(self.spec.selection, info, v_loss, v_acc):
             info.update(epoch=self.epoch, val_acc=v_acc, val_loss=v_loss, train_loss=c_loss, train_acc=c_acc)
             self.best = copy.deepcopy(self.model.state_dict())
         if self.es is not None:

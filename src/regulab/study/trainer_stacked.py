@@ -251,11 +251,7 @@ class StackedTrainer:
             self._freeze(m, zero=True)
             return
         info = self.best_info[m]
-        if self.spec.selection == "val_accuracy":
-            better = v_acc > info["val_acc"] or (v_acc == info["val_acc"] and v_loss < info["val_loss"])
-        else:
-            better = v_loss < info["val_loss"]
-        if better:
+        if _common.improves(self.spec.selection, info, v_loss, v_acc):
             info.update(epoch=self.epoch, val_acc=v_acc, val_loss=v_loss, train_loss=c_loss, train_acc=c_acc)
             self.fl.member_rows(torch.arange(self.M) == m, self.fl.flat, self.best)
         if m in self.es:
