@@ -7,6 +7,8 @@ Every kernel here has a torch reference and tests compare the two bit for bit.
 """
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 import torch
@@ -95,8 +97,28 @@ def _masked_scale_py(x, out, k0, k1, thresh, scale, row, base, inplace):
 
 # Small tensors run on the calling thread: waking a thread pool costs more than it saves.
 PARALLEL_MIN = 1 << 18
-_masked_scale_par = njit(parallel=True, cache=True)(_masked_scale_py)
-_masked_scale_ser = njit(cache=True)(_masked_scale_py)
+
+
+def _renamed(py, suffix: str):
+    """A copy of function ``py`` whose qualified name ends in ``suffix``."""
+    f = types.FunctionType(py.__code__, py.__globals__, py.__name__ + suffix, py.__defaults__, py.__closure__)
+    f.__qualname__, f.__module__, f.__doc__ = py.__qualname__ + suffix, py.__module__, py.__doc__
+    return f
+
+
+def parallel_and_serial(py, **options):
+    """(parallel, serial) cached numba compilations of the prange kernel ``py``.
+
+    numba's on-disk cache is keyed by the function's name, line and signature, not by
+    ``parallel=``: two dispatchers of one function would share one cache entry, and
+    whichever compiled first would serve both (a serial "parallel" kernel, for good).
+    So each twin compiles its own renamed copy.
+    """
+    return (njit(parallel=True, cache=True, **options)(_renamed(py, "_par")),
+            njit(cache=True, **options)(_renamed(py, "_ser")))
+
+
+_masked_scale_par, _masked_scale_ser = parallel_and_serial(_masked_scale_py)
 
 
 _NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}

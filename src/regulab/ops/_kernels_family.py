@@ -28,7 +28,7 @@ from numba import float32, int32, njit, prange, uint32
 from numba.core import types
 from numba.extending import intrinsic
 
-from ._kernels import BLOCK, PARALLEL_MIN, bits_at, block_keys, set_threads
+from ._kernels import BLOCK, PARALLEL_MIN, bits_at, block_keys, parallel_and_serial, set_threads
 from ._rng import MASK32
 
 __all__ = ["alpha_affine", "normal_apply", "keep_mask", "uniform", "HALF"]
@@ -270,7 +270,7 @@ def _uniform_py(out, k0, k1):
 
 def _pair(py):
     """(parallel, serial) compilations: small tensors run on the calling thread (waking a pool costs more)."""
-    return (njit(parallel=True, cache=True, error_model="numpy")(py), njit(cache=True, error_model="numpy")(py))
+    return parallel_and_serial(py, error_model="numpy")
 
 
 _KERNELS = {name: _pair(py) for name, py in (("normal", _normal_apply_py), ("alpha", _alpha_affine_py),

@@ -1,0 +1,37 @@
+"""numba's on-disk cache must never hand a serial compilation to a parallel kernel.
+
+numba keys its cache files by the Python function's qualified name and first line
+(and the signature), not by ``parallel=``: two dispatchers built from one function
+share one cache entry, and whichever compiled first serves both, in every later
+process. A parallel kernel then runs on one thread for good.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from numba.core.registry import CPUDispatcher
+
+from regulab.ops import _kernels, _kernels_family
+
+
+def _dispatchers():
+    found = [v for v in vars(_kernels).values() if isinstance(v, CPUDispatcher)]
+    found += [v for v in vars(_kernels_family).values() if isinstance(v, CPUDispatcher)]
+    found += [d for pair in _kernels_family._KERNELS.values() for d in pair]
+    return found
+
+
+def test_parallel_and_serial_twins_never_share_a_cache_entry():
+    by_key = defaultdict(set)
+    for d in _dispatchers():
+        f = d.py_func
+        by_key[(f.__module__, f.__qualname__, f.__code__.co_firstlineno)].add(bool(d.targetoptions.get("parallel")))
+    assert all(len(modes) == 1 for modes in by_key.values()), {k: v for k, v in by_key.items() if len(v) > 1}
+
+
+def test_every_fast_path_has_a_parallel_twin():
+    pairs = [(_kernels._masked_scale_par, _kernels._masked_scale_ser), *_kernels_family._KERNELS.values()]
+    for par, ser in pairs:
+        assert par.targetoptions.get("parallel") and not ser.targetoptions.get("parallel")
+        assert par.py_func.__qualname__ != ser.py_func.__qualname__
+        assert par.py_func.__code__ is ser.py_func.__code__  # one body, two compilations
