@@ -15,6 +15,13 @@ from collections.abc import Callable
 
 import torch
 
+from regulab._malloc import retain_freed_memory, retaining
+
+# Every benchmark process, all competitors alike, runs with glibc's thresholds fixed as
+# `regulab study` sets them (see regulab._malloc): otherwise whether a loop re-faults its
+# freed megabytes each iteration depends on the heap layout, and varies 2-4x between runs.
+retain_freed_memory()
+
 
 def median_seconds(fns: dict[str, Callable[[], object]], repeats: int = 9, warmup: int = 2,
                    inner: int = 1) -> dict[str, float]:
@@ -39,6 +46,7 @@ def environment() -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "python": sys.version.split()[0],
+        "malloc": "glibc mmap 32 MiB / trim 1 GiB, all competitors" if retaining() else "default",
     }
 
 

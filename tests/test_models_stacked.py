@@ -108,3 +108,16 @@ def test_user_factory_and_errors(tmp_path):
         build("missing/file.py:make", {}, (40,), 10)
     with pytest.raises(SpecError, match="must match the data's input shape"):
         build("cnn2d", {}, (40,), 10)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu", "sigmoid"])
+@pytest.mark.parametrize("widths,residual", [([16, 16, 8], True), ([40, 40], True), ([16, 16], False)])
+def test_eval_fast_path_matches_the_ordinary_modules(act, widths, residual):
+    net, fl, mods = _stack("mlp", {"widths": widths, "activation": act, "residual": residual}, (40,), M=3)
+    P = fl.views()
+    for n in (5, 9, 5):  # a new chunk length, then a reused workspace
+        x = torch.randn(n, 40)
+        out = net.forward_eval(P, x)  # (M, C, n)
+        assert out.shape == (3, 10, n)
+        for i, m in enumerate(mods):
+            torch.testing.assert_close(out[i].t(), m.eval()(x), atol=1e-5, rtol=1e-5)

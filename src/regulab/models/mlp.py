@@ -28,6 +28,7 @@ from ..ops import dropout
 __all__ = ["MLP", "StackedMLP", "ACTIVATIONS"]
 
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "sigmoid": torch.sigmoid}
+_IN_PLACE = {"relu": torch.relu_, "tanh": torch.tanh_, "gelu": torch.ops.aten.gelu_, "sigmoid": torch.sigmoid_}
 
 
 class MLP(nn.Module):
@@ -84,6 +85,7 @@ class StackedMLP:
         self.n_hidden = len(template.hidden)
         self.manual = not self.batchnorm
         self.bn_buffers = None
+        self._eval_ws: dict[int, list[torch.Tensor]] = {}  # eval workspace per chunk length
         if self.batchnorm:  # running stats per member, (M, H)
             self.bn_buffers = [(torch.zeros(M, n.num_features), torch.ones(M, n.num_features))
                                for n in template.norms]
@@ -122,6 +124,40 @@ class StackedMLP:
                 h = dropout(h, p, generator=generator)
         Wo, bo = P[-2], P[-1]
         return torch.baddbmm(bo.unsqueeze(1), h, Wo.transpose(1, 2))  # (M, B, C)
+
+    @torch.no_grad()
+    def forward_eval(self, P: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Eval-mode logits, *transposed*: ``(M, C, B)`` for a chunk ``x`` (B, *) seen by every member.
+
+        Same values as ``forward(P, x, shared=True)`` (no BatchNorm), computed without
+        allocating: the buffers of each chunk length are kept and reused (the returned
+        tensor is one of them, valid until the next call with that length), activations
+        and skips work in place, and the head is ``Wo·hᵀ`` (with N = C = 10 the other
+        orientation runs GEMM at a third of the speed).
+        """
+        assert not self.batchnorm
+        M, B = self.M, x.shape[0]
+        W0 = P[0]
+        ws = self._eval_ws.get(B)
+        if ws is None:
+            if len(self._eval_ws) >= 4:
+                self._eval_ws.clear()
+            ws = [torch.empty(B, M * W0.shape[1])]
+            ws += [torch.empty(M, B, P[2 * i].shape[1]) for i in range(1, self.n_hidden)]
+            ws.append(torch.empty(M, P[-2].shape[1], B))
+            self._eval_ws[B] = ws
+        act_ = _IN_PLACE[self.act]
+        # every member sees the same input: the first layer is one GEMM, (B, in) x (in, M*H)
+        first = torch.addmm(P[1].reshape(-1), x.reshape(B, -1), W0.reshape(-1, W0.shape[2]).t(), out=ws[0])
+        h = act_(first).view(B, M, -1)
+        if self.skips[0]:
+            h.add_(x.reshape(B, 1, -1))
+        h = h.transpose(0, 1)  # (M, B, H), strided
+        for i in range(1, self.n_hidden):
+            W, b = P[2 * i], P[2 * i + 1]
+            z = act_(torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2), out=ws[i]))  # (M, B, H)
+            h = z.add_(h) if self.skips[i] else z
+        return torch.baddbmm(P[-1].unsqueeze(2), P[-2], h.transpose(1, 2), out=ws[-1])  # (M, C, B)
 
     def _bn(self, P, i, z, training):
         M, B, H = z.shape
@@ -162,7 +198,8 @@ class StackedMLP:
             saved.append((h, z, a, key))
             h = out
         Wo, bo = P[-2], P[-1]
-        logits = torch.baddbmm(bo.unsqueeze(1), h, Wo.transpose(1, 2))  # (M, B, C)
+        # (M, C, B), seen as (M, B, C): with N = C = 10 the orientation h·Woᵀ runs at a third of the speed
+        logits = torch.baddbmm(bo.unsqueeze(2), Wo, h.transpose(1, 2)).transpose(1, 2)
         return logits, (saved, h, p, (lo, hi))
 
     def backward(self, P, G, ctx, dlogits, seeds_again) -> None:

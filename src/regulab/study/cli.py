@@ -80,8 +80,10 @@ def build_spec(args) -> dict:
 
 
 def run(args) -> int:
+    from .._malloc import retain_freed_memory
     from .api import Study
 
+    retain_freed_memory()  # this process is ours: reuse freed activations instead of re-faulting them
     data = build_spec(args)
     out = args.resume or args.out or "regulab-study"
     if args.threads < 1:

@@ -144,6 +144,9 @@ def run_local(groups: list[Group], spec: Spec, load_data, store: Store, progress
 
 def _ray_train(group: Group, spec_json: dict, threads: int):
     """Ray task: train one group from scratch; return rows, statuses, finals and weights."""
+    from .._malloc import retain_freed_memory
+
+    retain_freed_memory()  # a worker of this job: as the local `regulab study` process
     torch.set_num_threads(threads)
     from .api import load_data
     from .spec import parse_spec

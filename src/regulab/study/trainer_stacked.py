@@ -31,7 +31,7 @@ __all__ = ["StackedTrainer"]
 class StackedTrainer:
     """Train one group of runs as a stacked model (see the module docstring)."""
 
-    def __init__(self, group: Group, spec: Spec, data, *, eval_chunk: int = 2048) -> None:
+    def __init__(self, group: Group, spec: Spec, data, *, eval_chunk: int = 256) -> None:
         self.group, self.spec, self.data = group, spec, data
         # internal member order: members sharing the costly regularizers sit side by side, so
         # those ops run on a contiguous member range (a view) instead of the whole stack
@@ -200,11 +200,15 @@ class StackedTrainer:
         """Eval-mode per-member (mean cross-entropy, accuracy) on a shared dataset."""
         P = self.fl.views(flat)
         loss, correct = torch.zeros(self.M), torch.zeros(self.M)
+        fast = getattr(self.net, "forward_eval", None) if not getattr(self.net, "batchnorm", False) else None
         for i in range(0, len(y), self.eval_chunk):
             xc, yc = x[i:i + self.eval_chunk], y[i:i + self.eval_chunk]
-            logits = self.net.forward(P, xc, shared=True, training=False)  # (M, n, C)
+            if fast is not None:  # (M, C, n) -> (M, n, C): reductions over C are 10x faster contiguous
+                logits = fast(P, xc).transpose(1, 2).contiguous()
+            else:
+                logits = self.net.forward(P, xc, shared=True, training=False)  # (M, n, C)
             lp = torch.log_softmax(logits, -1)
-            loss -= lp.gather(2, yc.expand(self.M, -1).unsqueeze(2)).squeeze(2).sum(1)
+            loss -= lp.gather(2, yc.view(1, -1, 1).expand(self.M, -1, 1)).sum((1, 2))
             correct += (logits.argmax(-1) == yc).sum(1)
         n = max(len(y), 1)
         return loss / n, correct / n
