@@ -120,3 +120,20 @@ def check(where: str, param: str, value: object, constraint: Interval | OneOf, f
 def check_p(where: str, p: object, constraint: Interval = PROB) -> float:
     """Validate a drop probability and return it as a float."""
     return float(check(where, "p", p, constraint))
+
+
+def all_within(t, c: Interval) -> bool:
+    """Every element of the floating tensor ``t`` satisfies ``c`` (NaN never does).
+
+    A per-member strength is short and checked on every training step: as Python
+    floats that costs microseconds, where a chain of tensor ops costs tens of them.
+    """
+    import torch
+
+    t = t.detach()
+    if t.numel() <= 4096 and t.device.type == "cpu":
+        return all(c.contains(v) for v in t.tolist())
+    lo = t >= c.lo if c.closed in ("both", "left") else t > c.lo
+    hi = t <= c.hi if c.closed in ("both", "right") else t < c.hi
+    return bool(torch.all(lo & hi & ~torch.isnan(t)))
+

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validate import NONNEG, PROB_OPEN_RIGHT, check, check_p, register
+from .._validate import NONNEG, PROB_OPEN_RIGHT, all_within, check, check_p, register
 from ..errors import format_error
 from . import _kernels_family as K
 from ._kernels import BLOCK, as_array, supported
@@ -196,8 +196,7 @@ def gaussian_dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
 
 def _member_sigma(where: str, sigma: Tensor, x: Tensor) -> Tensor:
     """Validate an (M,) σ tensor (floating, non-empty, every value >= 0) against ``x`` of shape (M, ...)."""
-    ok = (sigma.ndim == 1 and sigma.numel() > 0 and sigma.is_floating_point()
-          and bool(((sigma.detach() >= 0) & ~torch.isnan(sigma.detach())).all()))
+    ok = sigma.ndim == 1 and sigma.numel() > 0 and sigma.is_floating_point() and all_within(sigma, NONNEG)
     if not ok:
         shown = sigma if sigma.numel() <= 8 else f"tensor of shape {tuple(sigma.shape)}"
         raise ValueError(format_error(where, "sigma", f"{NONNEG} (or a 1-D tensor of them)", shown))

@@ -69,16 +69,18 @@ def small_factors(seed: int, p: float, shape: Sequence[int], dtype, device, mode
     return noise.mul_(a), (b if mode == "alpha" else None)
 
 
-def _apply(x: Tensor, out: Tensor, seed: int, p: float, shape: list[int], mode: str) -> Tensor:
+def _apply(x: Tensor, out: Tensor | None, seed: int, p: float, shape: list[int], mode: str) -> Tensor:
+    """``x·A (+ B)`` into ``out`` (``x`` itself for in place), or a new tensor when ``out`` is None."""
     a, b = small_factors(seed, p, shape, x.dtype, x.device, mode)
-    torch.mul(x, a, out=out)
+    # a new output from mul itself, laid out as x (as torch's x·noise): not empty_like + mul(out=)
+    out = torch.mul(x, a) if out is None else torch.mul(x, a, out=out)
     return out.add_(b) if b is not None else out
 
 
 @torch.library.custom_op("regulab::shared_scale", mutates_args=())
 def shared_scale(x: Tensor, seed: Tensor, p: float, shape: list[int], mode: str) -> Tensor:
     """``x·A (+ B)`` with the small seeded factors broadcast over ``x``."""
-    return _apply(x, torch.empty_like(x), int(seed), p, shape, mode)
+    return _apply(x, None, int(seed), p, shape, mode)
 
 
 @shared_scale.register_fake
@@ -127,7 +129,7 @@ def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode:
     seed = draw_seed(generator)
     shape = [int(s) for s in shape]
     if eager_plain(x):
-        return _apply(x, x if inplace else torch.empty_like(x), int(seed), p, shape, mode)
+        return _apply(x, x if inplace else None, int(seed), p, shape, mode)
     if not inplace:
         return shared_scale(x, seed, p, shape, mode)
     if torch.is_grad_enabled() and x.requires_grad:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validate import Interval, check
+from .._validate import Interval, all_within, check
 from ..errors import format_error
 
 __all__ = ["check_strength", "is_per_member", "per_member_view"]
@@ -41,27 +41,12 @@ def check_strength(where: str, param: str, value: object, constraint: Interval):
         value.ndim == 1
         and value.numel() > 0
         and value.is_floating_point()
-        and _all_within(value.detach(), constraint)
+        and all_within(value, constraint)
     )
     if not ok:
         shown = value if value.numel() <= 8 else f"tensor of shape {tuple(value.shape)}"
         raise ValueError(format_error(where, param, f"{constraint} (or a 1-D tensor of them)", shown))
     return value
-
-
-def _all_within(t: torch.Tensor, c: Interval) -> bool:
-    """Every element of ``t`` satisfies ``c`` (a per-member tensor is short: checked as Python floats,
-    which costs microseconds where the tensor ops cost tens of them, on every training step)."""
-    if t.numel() <= 4096 and t.device.type == "cpu":
-        return all(c.contains(v) for v in t.tolist())
-    return bool(torch.all(_contains(t, c)))
-
-
-def _contains(t: torch.Tensor, c: Interval) -> torch.Tensor:
-    """Elementwise ``Interval.contains`` for a float tensor (NaN is refused)."""
-    lo = t >= c.lo if c.closed in ("both", "left") else t > c.lo
-    hi = t <= c.hi if c.closed in ("both", "right") else t < c.hi
-    return lo & hi & ~torch.isnan(t)
 
 
 def is_per_member(strength: object) -> bool:
