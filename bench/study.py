@@ -4,18 +4,20 @@ Standard study: MNIST-1D, reference MLP 40-100-100-10 (ReLU, residual 2nd layer)
 batch 100, 8 arms x 3 seeds = 24 runs, the same epochs for every run; per epoch every run is
 evaluated on the training and validation sets, and once on the test set at the end.
 
-* regulab: the stacked trainer (all 24 runs as one batched model), timed end to end.
+* regulab: the stacked trainer (all 24 runs as one batched model), timed end to end, at ``--threads``
+  (default: all cores, as ``regulab study``).
 * (a) loop: one run at a time, nn.Sequential + DataLoader + nn.Dropout + torch.optim.Adam.
 * (b) vmap: torch.func stacked ensemble (functional_call + vmap(randomness="different") + grad),
   torch.optim.Adam on the stacked parameters.
 
-The competitors do the same work per epoch (same arms, same evaluations) and are timed on fewer
+Each competitor is timed at one thread and at regulab's thread count, and its faster time is used
+(a loop of small ops is often faster on one thread). The competitors do the same work per epoch (same arms, same evaluations) and are timed on fewer
 epochs and scaled per epoch to the regulab epoch count (stated in the JSON). Timings are medians of
 ``--repeats`` interleaved rounds. ``gemm_fraction`` = regulab's achieved matmul GFLOP/s (forward +
 backward 6·B·Σ(in·out) per member step, plus 2·N·Σ(in·out) per member per evaluated example)
 divided by this machine's torch.mm 1024x1024 float32 GFLOP/s.
 
-Run: ``python bench/study.py [--epochs 10] [--repeats 3]``; prints one JSON line.
+Run: ``python bench/study.py [--epochs 10] [--repeats 3] [--threads N]``; prints one JSON line.
 """
 from __future__ import annotations
 
@@ -198,35 +200,46 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10, help="regulab epochs")
     ap.add_argument("--competitor-epochs", type=int, default=2, help="epochs timed for (a) and (b), scaled")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                    help="torch threads for regulab (default: all cores, as `regulab study`)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     from regulab.data import load
 
     data = load("mnist1d")
-    E, Ec = args.epochs, args.competitor_epochs
-    fns = {"regulab": regulab_study(data, E), "loop": plain_loop(data, Ec), "vmap": vmap_ensemble(data, Ec)}
-    fns["regulab"]()  # warm-up: numba compilation, allocator
+    E, Ec, T = args.epochs, args.competitor_epochs, args.threads
+    # each competitor at its fastest thread count: one thread, or as many as regulab gets
+    counts = sorted({1, T})
+    fns = {("regulab", T): regulab_study(data, E)}
+    for t in counts:
+        fns[("loop", t)], fns[("vmap", t)] = plain_loop(data, Ec), vmap_ensemble(data, Ec)
+    torch.set_num_threads(T)
+    fns[("regulab", T)]()  # warm-up: numba compilation, allocator
     times = {k: [] for k in fns}
     gemm = []
     for _ in range(args.repeats):
-        for k, f in fns.items():
+        for (name, t), f in fns.items():
+            torch.set_num_threads(t)
             t0 = time.perf_counter()
             f()
-            times[k].append(time.perf_counter() - t0)
+            times[(name, t)].append(time.perf_counter() - t0)
+        torch.set_num_threads(T)
         gemm.append(gemm_gflops())
     med = {k: statistics.median(v) for k, v in times.items()}
-    loop_s, vmap_s = med["loop"] * E / Ec, med["vmap"] * E / Ec
+    per_threads = {f"{name}@{t}": round(v * (E / Ec if name != "regulab" else 1), 3) for (name, t), v in med.items()}
+    loop_s = min(med[("loop", t)] for t in counts) * E / Ec
+    vmap_s = min(med[("vmap", t)] for t in counts) * E / Ec
+    reg_s = med[("regulab", T)]
     M, n = len(ARMS) * SEEDS, len(data.y_train)
     steps = math.ceil(n / B) * E
     macs = sum(i * o for i, o in DIMS)
     flops = M * (6 * B * macs * steps + 2 * macs * (E * (n + len(data.y_val)) + len(data.y_test)))
-    gflops = flops / med["regulab"] / 1e9
+    gflops = flops / reg_s / 1e9
     g = statistics.median(gemm)
     emit("study", {
         "runs": M, "epochs": E, "competitor_epochs_timed": Ec, "competitors_scaled_per_epoch": True,
-        "regulab_s": round(med["regulab"], 3), "loop_s": round(loop_s, 3), "vmap_s": round(vmap_s, 3),
-        "speedup_vs_loop": round(loop_s / med["regulab"], 2), "speedup_vs_vmap": round(vmap_s / med["regulab"], 2),
+        "regulab_threads": T, "competitors_at_best_of_threads": counts, "seconds_by_threads": per_threads,
+        "regulab_s": round(reg_s, 3), "loop_s": round(loop_s, 3), "vmap_s": round(vmap_s, 3),
+        "speedup_vs_loop": round(loop_s / reg_s, 2), "speedup_vs_vmap": round(vmap_s / reg_s, 2),
         "regulab_gflops": round(gflops, 2), "gemm_gflops": round(g, 2), "gemm_fraction": round(gflops / g, 3),
         "repeats": args.repeats, "targets": {"speedup_vs_loop": 10, "speedup_vs_vmap": 2, "gemm_fraction": 0.35},
     })

@@ -63,8 +63,7 @@ def max_norm_(weight: torch.Tensor, max_value=2.0, *, stacked: bool = False) -> 
         if not stacked:
             raise ValueError(format_error("max_norm_", "stacked", "True when max_value is an (M,) tensor", stacked))
         c = per_member_view(c, norms, "max_norm_", "max_value")  # (M, 1, 1, ...)
-    factor = torch.where(norms > c, c / (norms + EPS), torch.ones_like(norms))
-    return weight.mul_(factor)
+    return weight.mul_(torch.where(norms > c, c / (norms + EPS), 1.0))
 
 
 @torch.no_grad()

@@ -50,7 +50,7 @@ class Study:
         executor: ``"local"`` (in-process) or ``"ray"``.
         address: Ray address (``auto`` or ``HOST:PORT``); None starts a local Ray instance.
         quiet: no progress output.
-        threads: torch threads (default: the current setting).
+        threads: torch threads (default: the current setting locally, 1 per Ray task).
     """
 
     def __init__(self, spec, *, out: str | os.PathLike = "regulab-study", executor: str = "local",
@@ -91,7 +91,7 @@ class Study:
                 if self.executor == "ray":
                     from .executor import run_ray
 
-                    run_ray(todo, spec, store, address=self.address, threads=torch.get_num_threads(),
+                    run_ray(todo, spec, store, address=self.address, threads=self.threads or 1,
                             progress=prog.group_done)
                 else:
                     from .executor import run_local

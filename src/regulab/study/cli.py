@@ -29,9 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--address", help="Ray cluster address: auto or HOST:PORT (default: a local Ray instance)")
     p.add_argument("--resume", metavar="DIR", help="continue the study in DIR with its stored spec")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per training process (default 1: a stacked step is many small ops, "
-                        "which scale poorly across threads on a shared machine; Ray scales out across cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for training (default: every core for the local executor, 1 per Ray "
+                        "task, which scales out across cores); metrics are reproducible at a given count")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
@@ -86,7 +86,7 @@ def run(args) -> int:
     retain_freed_memory()  # this process is ours: reuse freed activations instead of re-faulting them
     data = build_spec(args)
     out = args.resume or args.out or "regulab-study"
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise SpecError(f"study: --threads must be an integer >= 1, got {args.threads}")
     study = Study(data, out=out, executor=args.executor, address=args.address, quiet=args.quiet,
                   threads=args.threads)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models import FlatParams, build, seeded_module
-from ..regularizers import EarlyStoppingState, decoupled_decay_, gaussian_noise, l1l2_penalty, max_norm_, mixup
+from ..regularizers import (EarlyStoppingState, decoupled_decay_, gaussian_noise, l1l2_penalty, l2_penalty,
+                            max_norm_, mixup)
 from . import _common
 from .augment import apply_augment
 from .plan import Group
@@ -64,6 +65,17 @@ class StackedTrainer:
         self.r_eps = _range(self.eps > 0)
         self.W = [v for b, v in zip(self.fl.blocks, self.P) if b.is_weight]
         self.GW = [v for b, v in zip(self.fl.blocks, self.G) if b.is_weight]
+        # the weights (and their grads) of each regularizer's member range, sliced once: views
+        # into the flat buffers, which are only ever updated in place
+        self.W_pen, self.GW_pen = _cut(self.r_pen, self.W), _cut(self.r_pen, self.GW)
+        self.W_l1, self.GW_l1 = _cut(self.r_l1, self.W), _cut(self.r_l1, self.GW)
+        self.W_wd, self.W_c = _cut(self.r_wd, self.W), _cut(self.r_c, self.W)
+        if self.r_pen is not None:  # 2·l2 and l1 broadcast against each weight of the range
+            lo, hi = self.r_pen
+            self.l2x2_w = [self.fl.member_scale(2 * self.l2[lo:hi], w) for w in self.W_pen]
+        if self.r_l1 is not None:
+            lo, hi = self.r_l1
+            self.l1_w = [self.fl.member_scale(self.l1[lo:hi], w) for w in self.W_l1]
         self.step_t = torch.zeros(())
         # optimizer state (flat, like the parameters)
         self.m1 = self.fl.like()
@@ -137,13 +149,13 @@ class StackedTrainer:
             logits.backward(dlogits)
         if self.r_pen is not None:  # Keras L1/L2 on weights: value, and its gradient
             lo, hi = self.r_pen
-            lm[lo:hi] += l1l2_penalty([w[lo:hi] for w in self.W], self.l1[lo:hi], self.l2[lo:hi])
-            for w, gw in zip(self.W, self.GW):
-                gw[lo:hi].add_(w[lo:hi] * self.fl.member_scale(2 * self.l2[lo:hi], w[lo:hi]))  # 2·l2·w
+            lm[lo:hi] += (l2_penalty(self.W_pen, self.l2[lo:hi]) if self.r_l1 is None  # no L1 term to sum
+                          else l1l2_penalty(self.W_pen, self.l1[lo:hi], self.l2[lo:hi]))
+            for w, gw, s2 in zip(self.W_pen, self.GW_pen, self.l2x2_w):
+                gw.addcmul_(w, s2)  # + 2·l2·w
             if self.r_l1 is not None:
-                lo, hi = self.r_l1
-                for w, gw in zip(self.W, self.GW):
-                    gw[lo:hi].add_(torch.sign(w[lo:hi]) * self.fl.member_scale(self.l1[lo:hi], w[lo:hi]))
+                for w, gw, s1 in zip(self.W_l1, self.GW_l1, self.l1_w):
+                    gw.addcmul_(torch.sign(w), s1)  # + l1·sign(w)
         self._optimizer_step(lr)
         return lm
 
@@ -169,7 +181,7 @@ class StackedTrainer:
         opt, flat, g = self.spec.optimizer, self.fl.flat, self.grad
         if self.r_wd is not None:
             lo, hi = self.r_wd
-            decoupled_decay_([w[lo:hi] for w in self.W], lr, self.wd[lo:hi])
+            decoupled_decay_(self.W_wd, lr, self.wd[lo:hi])
         self.step_count += 1
         if self.m2 is not None:  # Adam: torch's fused CPU kernel, one pass over the flat buffers
             self.step_t.fill_(self.step_count)
@@ -186,8 +198,8 @@ class StackedTrainer:
             flat.add_(d, alpha=-lr)
         if self.r_c is not None:
             lo, hi = self.r_c
-            for w in self.W:
-                max_norm_(w[lo:hi], self.c[lo:hi], stacked=True)
+            for w in self.W_c:
+                max_norm_(w, self.c[lo:hi], stacked=True)
         frozen = ~self.active
         if bool(frozen.any()):
             for src, dst in zip(self.snap, (flat, self.m1, self.m2)):
@@ -332,6 +344,11 @@ def _order_key(run) -> tuple:
     a = run.arm_cfg
     return (a["p"] == 0, a["input_p"] == 0, a["max_norm"] is None, a["l1"] == 0 and a["l2"] == 0,
             a["weight_decay"] == 0, a["input_noise"] == 0)
+
+
+def _cut(r: tuple[int, int] | None, views: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """The member range ``r`` of each view (None when no member has the regularizer)."""
+    return None if r is None else [v[r[0]:r[1]] for v in views]
 
 
 def _range(mask: torch.Tensor) -> tuple[int, int] | None:
