@@ -16,7 +16,6 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 
 from ..models import FlatParams, build, seeded_module
 from ..regularizers import (EarlyStoppingState, decoupled_decay_, gaussian_noise, l1l2_penalty, l2_penalty,
@@ -32,7 +31,7 @@ __all__ = ["StackedTrainer"]
 class StackedTrainer:
     """Train one group of runs as a stacked model (see the module docstring)."""
 
-    def __init__(self, group: Group, spec: Spec, data, *, eval_chunk: int = 256) -> None:
+    def __init__(self, group: Group, spec: Spec, data, *, eval_chunk: int = 512) -> None:
         self.group, self.spec, self.data = group, spec, data
         # internal member order: members sharing the costly regularizers sit side by side, so
         # those ops run on a contiguous member range (a view) instead of the whole stack
@@ -122,7 +121,7 @@ class StackedTrainer:
         if self.r_sigma is not None:
             lo, hi = self.r_sigma
             x[lo:hi] = gaussian_noise(x[lo:hi], self.sigma[lo:hi], generator=g)
-        target = F.one_hot(y, C).float()  # (M, b, C)
+        target = torch.zeros(*y.shape, C).scatter_(2, y.unsqueeze(2), 1.0)  # one-hot (M, b, C); y is valid
         if self.mix:
             x = x.clone()
             for m, alpha in self.mix:
