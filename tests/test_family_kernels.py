@@ -147,3 +147,36 @@ def test_radius_tail_accuracy():
     b = ((1 << 24) - k) << 8  # u = 1 − k·2^-24, so v = k·2^-24
     exact = torch.sqrt(-2 * torch.log(k.double() / 2**24))
     assert float(((_radius_ref(b).double() - exact) / exact).abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows,inner", [(1, 37), (5, 1000), (300, 64), (3, BLOCK + 9)])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("offset", [0, 1, 3])  # element offsets: the streamed body starts mid-row
+def test_row_kernel_equals_mask_then_multiply(dtype, rows, inner, stream, offset):
+    """scale_rows (plain and streaming stores, serial and parallel) == keep_value mask times x, bit for bit."""
+    from regulab.ops._kernels_family import keep_value
+    npd = np.float32 if dtype == torch.float32 else np.float64
+    k0, k1 = mix_seed(4242)
+    t, s = keep_threshold(0.4), npd(1) / npd(0.6)
+    base = torch.randn(rows * inner + offset, dtype=dtype)
+    base[offset] = float("nan")
+    x = base[offset:]
+    mask = torch.from_numpy(keep_value(rows, k0, k1, t, s))
+    want = (x.view(rows, inner) * mask.view(rows, 1)).view(-1)
+    for kernel in K._KERNELS["rows"]:
+        out = torch.empty(rows * inner + offset, dtype=dtype)[offset:]
+        kernel(x.numpy(), out.numpy(), np.uint32(k0), np.uint32(k1), np.uint32(t), s, np.int64(inner), stream)
+        torch.testing.assert_close(out, want, rtol=0, atol=0, equal_nan=True)
+    y = x.clone()  # in place
+    K._KERNELS["rows"][0](y.numpy(), y.numpy(), np.uint32(k0), np.uint32(k1), np.uint32(t), s, np.int64(inner), stream)
+    torch.testing.assert_close(y, want, rtol=0, atol=0, equal_nan=True)
+
+
+def test_channel_dropout_takes_the_row_kernel_and_matches_the_mask_path():
+    """dropout2d / drop_path on contiguous inputs (row kernel) give torch.mul's mask-path output."""
+    from regulab.ops.shared import _apply, small_factors
+    for shape, cells in [((4, 6, 5, 7), [4, 6, 1, 1]), ((8, 3, 40), [8, 1, 1])]:
+        x = torch.randn(shape)
+        a, _ = small_factors(7, 0.3, cells, torch.float32, "cpu", "scale")
+        torch.testing.assert_close(_apply(x, None, 7, 0.3, cells, "scale"), x * a, rtol=0, atol=0)

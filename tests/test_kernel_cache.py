@@ -35,3 +35,19 @@ def test_every_fast_path_has_a_parallel_twin():
         assert par.targetoptions.get("parallel") and not ser.targetoptions.get("parallel")
         assert par.py_func.__qualname__ != ser.py_func.__qualname__
         assert par.py_func.__code__ is ser.py_func.__code__  # one body, two compilations
+
+
+def test_a_kernel_source_edit_clears_the_folders_numba_cache(tmp_path):
+    """numba only watches a kernel's own file: any edit to the folder's kernel modules drops every cache entry."""
+    (tmp_path / "_a.py").write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "_a.k-1.py311.nbi").write_text("index")
+    _kernels._drop_stale_kernel_caches(tmp_path)
+    assert not (cache / "_a.k-1.py311.nbi").exists()
+    (cache / "_a.k-1.py311.nbi").write_text("index")  # compiled again, sources unchanged: kept
+    _kernels._drop_stale_kernel_caches(tmp_path)
+    assert (cache / "_a.k-1.py311.nbi").exists()
+    (tmp_path / "_a.py").write_text("x = 2\n")  # an edit: dropped
+    _kernels._drop_stale_kernel_caches(tmp_path)
+    assert not (cache / "_a.k-1.py311.nbi").exists()

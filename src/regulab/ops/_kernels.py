@@ -7,7 +7,9 @@ Every kernel here has a torch reference and tests compare the two bit for bit.
 """
 from __future__ import annotations
 
+import hashlib
 import types
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -17,6 +19,31 @@ from numba import float32, njit, prange, uint32
 from ._rng import GOLDEN, M1, M2, MASK32
 
 __all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK"]
+
+
+def _drop_stale_kernel_caches(here: Path = Path(__file__).parent) -> None:
+    """Clear numba's on-disk cache of this folder when any kernel source changed.
+
+    numba invalidates a cached kernel when *its own* file changes, not when a function it
+    inlines from another module does (the hash here, the streaming store, the Box-Muller
+    helpers): an edit there would keep running the old machine code. So the cache is keyed
+    by all of this folder's private kernel modules together.
+    """
+    cache = here / "__pycache__"
+    try:
+        digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("_*.py")))).hexdigest()
+        stamp = cache / "regulab-kernels.sha256"
+        if stamp.is_file() and stamp.read_text() == digest:
+            return
+        for f in cache.glob("*.nb[ic]"):
+            f.unlink(missing_ok=True)
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest)
+    except OSError:  # a read-only install: numba then caches under the user's cache folder
+        pass
+
+
+_drop_stale_kernel_caches()
 
 BLOCK = 1 << 15  # elements per parallel work item; divides 2^32
 _M1, _M2 = np.uint32(M1), np.uint32(M2)

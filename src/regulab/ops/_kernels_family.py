@@ -30,6 +30,7 @@ from numba.extending import intrinsic
 
 from ._kernels import BLOCK, PARALLEL_MIN, bits_at, block_keys, parallel_and_serial, set_threads
 from ._rng import MASK32
+from ._stream import STREAM_MIN_BYTES, scale_stream, stream_fence
 
 __all__ = ["alpha_affine", "normal_apply", "keep_mask", "uniform", "HALF"]
 
@@ -336,3 +337,37 @@ def keep_value(n: int, k0: int, k1: int, t: int, s) -> np.ndarray:
     out = np.empty(n, dtype=type(s))
     _kernel("keep_value", n)(out, np.uint32(k0), np.uint32(k1), np.uint32(t), s)
     return out
+
+
+def _rows_py(x, out, k0, k1, t, s, inner, stream):
+    """x viewed as (rows, inner): out[r] = x[r]·s if bits(r) >= t else x[r]·0 (one mask cell per row).
+
+    The same cells as :func:`keep_value` (cell ``r`` uses counter ``r``), applied without
+    materialising the mask; ``stream``: non-temporal stores (large outputs).
+    """
+    rows = x.size // inner
+    per = max(1, BLOCK // inner)  # rows per work item: about BLOCK elements
+    z = x.dtype.type(0)
+    for it in prange((rows + per - 1) // per):
+        for r in range(it * per, min(rows, (it + 1) * per)):
+            off, hk = block_keys(r, k1)
+            v = s if bits_at(0, off, k0, hk) >= t else z
+            a, b = r * inner, (r + 1) * inner
+            if stream:
+                scale_stream(out[a:b], x[a:b], v)
+            else:
+                xr, orow = x[a:b], out[a:b]
+                for j in range(inner):
+                    orow[j] = xr[j] * v
+        if stream:
+            stream_fence()
+
+
+_KERNELS["rows"] = _pair(_rows_py)
+
+
+def scale_rows(x: np.ndarray, out: np.ndarray, k0: int, k1: int, t: int, s, inner: int) -> None:
+    """out = x·(s or 0) per row of ``inner`` elements, the row's cell drawn as in :func:`keep_value`
+    (flat arrays; ``out`` may be ``x``); streaming stores from :data:`._stream.STREAM_MIN_BYTES`."""
+    stream = out.nbytes >= STREAM_MIN_BYTES
+    _kernel("rows", x.size)(x, out, np.uint32(k0), np.uint32(k1), np.uint32(t), s, np.int64(inner), stream)

@@ -14,6 +14,7 @@ alpha dropout), ``"alpha_linear"`` (A only: the gradient of ``"alpha"``).
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -26,7 +27,8 @@ from ._eager import plain_eager
 
 from .._validate import PROB, check_p, register
 from ..errors import format_error
-from ._kernels_family import keep_mask, keep_value
+from ._kernels import as_array
+from ._kernels_family import keep_mask, keep_value, scale_rows
 from ._rng import bits_ref, draw_seed, keep_threshold, mix_seed
 
 __all__ = ["shared_dropout", "locked_dropout", "embedding_dropout", "shared_scale", "keep_bits",
@@ -34,6 +36,7 @@ __all__ = ["shared_dropout", "locked_dropout", "embedding_dropout", "shared_scal
 
 ALPHA = 1.7580993408473766  # torch's α′ = λ·α of SELU
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
+_ROW_MIN = 32  # elements per mask cell from which the row kernel beats mask-then-multiply
 register("shared_dropout", "p", PROB)
 register("locked_dropout", "p", PROB)
 register("embedding_dropout", "p", PROB)
@@ -48,16 +51,25 @@ def keep_bits(seed: int, p: float, n: int, device) -> Tensor:
     return bits_ref(seed, 0, n, device=device) >= t
 
 
+def _on_cpu(device) -> bool:
+    return (device.type if isinstance(device, torch.device) else torch.device(device).type) == "cpu"
+
+
+@functools.lru_cache(maxsize=256)
+def _keep_constants(p: float, np_dtype, mode: str):
+    """(drop threshold, kept value) for a rate, per dtype: the same for every call of a layer."""
+    one = np_dtype(1)
+    return min(keep_threshold(p), 2**32 - 1), (one / np_dtype(1 - p) if mode == "scale" else one)
+
+
 def small_factors(seed: int, p: float, shape: Sequence[int], dtype, device, mode: str):
     """(A, B or None) of shape ``shape``, computed with torch's own float steps for each mode."""
     np_dtype = _NP.get(dtype)
-    if mode in ("scale", "keep") and np_dtype is not None and torch.device(device).type == "cpu":
+    if mode in ("scale", "keep") and np_dtype is not None and _on_cpu(device):
         # one numba pass; 1/(1 − p) rounded in the dtype is exactly torch's ones.div_(1 − p)
-        one = np_dtype(1)
-        value = one / np_dtype(1 - p) if mode == "scale" else one
+        t, value = _keep_constants(p, np_dtype, mode)
         k0, k1 = mix_seed(seed)
-        t = min(keep_threshold(p), 2**32 - 1)
-        return torch.from_numpy(keep_value(math.prod(shape), k0, k1, t, value)).view(tuple(shape)), None
+        return torch.from_numpy(keep_value(math.prod(shape), k0, k1, t, value).reshape(shape)), None
     keep = keep_bits(seed, p, math.prod(shape), device).view(tuple(shape))
     if mode == "keep":
         return keep.to(dtype), None
@@ -69,8 +81,27 @@ def small_factors(seed: int, p: float, shape: Sequence[int], dtype, device, mode
     return noise.mul_(a), (b if mode == "alpha" else None)
 
 
+def _row_length(x: Tensor, shape: list[int]) -> int:
+    """Elements per mask cell when the cells are whole trailing blocks of contiguous ``x`` (noise
+    shape = leading sizes of ``x``, then ones: channel dropout, drop-path); 0 otherwise."""
+    k = len(shape)
+    while k > 0 and shape[k - 1] == 1:
+        k -= 1
+    if list(x.shape[:k]) != shape[:k] or not x.is_contiguous():
+        return 0
+    return math.prod(x.shape[k:])
+
+
 def _apply(x: Tensor, out: Tensor | None, seed: int, p: float, shape: list[int], mode: str) -> Tensor:
     """``x·A (+ B)`` into ``out`` (``x`` itself for in place), or a new tensor when ``out`` is None."""
+    if mode in ("scale", "keep") and x.dtype in _NP and x.device.type == "cpu":
+        inner = _row_length(x, shape)
+        if inner >= _ROW_MIN:  # one pass, no mask tensor; streaming stores for large outputs
+            t, value = _keep_constants(p, _NP[x.dtype], mode)
+            k0, k1 = mix_seed(seed)
+            out = torch.empty_like(x) if out is None else out
+            scale_rows(as_array(x), as_array(out), k0, k1, t, value, inner)
+            return out
     a, b = small_factors(seed, p, shape, x.dtype, x.device, mode)
     # a new output from mul itself, laid out as x (as torch's x·noise): not empty_like + mul(out=)
     out = torch.mul(x, a) if out is None else torch.mul(x, a, out=out)
