@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from numba.core.registry import CPUDispatcher
 
+from regulab.models import _fused
 from regulab.ops import _kernels, _kernels_family
 
 
@@ -18,6 +19,7 @@ def _dispatchers():
     found = [v for v in vars(_kernels).values() if isinstance(v, CPUDispatcher)]
     found += [v for v in vars(_kernels_family).values() if isinstance(v, CPUDispatcher)]
     found += [d for pair in _kernels_family._KERNELS.values() for d in pair]
+    found += [v for v in vars(_fused).values() if isinstance(v, CPUDispatcher)]
     return found
 
 
@@ -30,7 +32,8 @@ def test_parallel_and_serial_twins_never_share_a_cache_entry():
 
 
 def test_every_fast_path_has_a_parallel_twin():
-    pairs = [(_kernels._masked_scale_par, _kernels._masked_scale_ser), *_kernels_family._KERNELS.values()]
+    pairs = [(_kernels._masked_scale_par, _kernels._masked_scale_ser), *_kernels_family._KERNELS.values(),
+             (_fused._fwd_par, _fused._fwd_ser), (_fused._bwd_par, _fused._bwd_ser)]
     for par, ser in pairs:
         assert par.targetoptions.get("parallel") and not ser.targetoptions.get("parallel")
         assert par.py_func.__qualname__ != ser.py_func.__qualname__
@@ -39,15 +42,17 @@ def test_every_fast_path_has_a_parallel_twin():
 
 def test_a_kernel_source_edit_clears_the_folders_numba_cache(tmp_path):
     """numba only watches a kernel's own file: any edit to the folder's kernel modules drops every cache entry."""
-    (tmp_path / "_a.py").write_text("x = 1\n")
+    src = [tmp_path / "_a.py", tmp_path / "_b.py"]
+    for p in src:
+        p.write_text("x = 1\n")
     cache = tmp_path / "__pycache__"
     cache.mkdir()
     (cache / "_a.k-1.py311.nbi").write_text("index")
-    _kernels._drop_stale_kernel_caches(tmp_path)
+    _kernels.drop_stale_caches(cache, src)
     assert not (cache / "_a.k-1.py311.nbi").exists()
     (cache / "_a.k-1.py311.nbi").write_text("index")  # compiled again, sources unchanged: kept
-    _kernels._drop_stale_kernel_caches(tmp_path)
+    _kernels.drop_stale_caches(cache, src)
     assert (cache / "_a.k-1.py311.nbi").exists()
-    (tmp_path / "_a.py").write_text("x = 2\n")  # an edit: dropped
-    _kernels._drop_stale_kernel_caches(tmp_path)
+    src[1].write_text("x = 2\n")  # an edit in a module the kernel only inlines from: dropped
+    _kernels.drop_stale_caches(cache, src)
     assert not (cache / "_a.k-1.py311.nbi").exists()

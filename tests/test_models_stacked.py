@@ -121,3 +121,28 @@ def test_eval_fast_path_matches_the_ordinary_modules(act, widths, residual):
         assert out.shape == (3, 10, n)
         for i, m in enumerate(mods):
             torch.testing.assert_close(out[i].t(), m.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("p_range", [None, (1, 4), (0, 5)])
+def test_fused_relu_passes_equal_the_torch_ops(p_range):
+    """The numba bias+ReLU+skip+dropout pass (and its backward) == the unfused torch ops: same masks."""
+    net, fl, _ = _stack("mlp", {"widths": [16, 16, 16]}, (40,), M=5)
+    x = torch.randn(5, 7, 40)
+    x[2, 3, 4] = float("nan")  # NaN flows the same way through both
+    dl = torch.randn(5, 7, 10)
+    pt = None if p_range is None else torch.tensor([0.2, 0.3, 0.5, 0.0, 0.6])
+
+    def run(fused):
+        net.fused = fused
+        calls = iter(range(100))
+        seeds = lambda: (lambda j: (j, torch.Generator().manual_seed(77 + j)))(next(calls))  # noqa: E731
+        logits, ctx = net.forward_train(fl.views(), x.clone(), p=pt, seeds=seeds, p_range=p_range)
+        g = fl.like()
+        net.backward(fl.views(), fl.views(g), ctx, dl, lambda j: torch.Generator().manual_seed(77 + j))
+        return logits, g
+
+    (l1, g1), (l0, g0) = run(True), run(False)
+    net.fused = True
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6, equal_nan=True)
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert bool(torch.isnan(l1[2]).any()) and not bool(torch.isnan(l1[0]).any())

@@ -19,11 +19,15 @@ Examples:
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..ops import dropout
+from ..ops._rng import draw_seed, mix_seed
+from ..ops.dropout import member_scales
+from . import _fused
 
 __all__ = ["MLP", "StackedMLP", "ACTIVATIONS"]
 
@@ -69,6 +73,21 @@ class MLP(nn.Module):
         return self.head(h)
 
 
+_NO_DROP = (0, 0, 0, 0, np.zeros(1, np.uint32), np.zeros(1, np.float32))
+
+
+def _fusable(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.is_contiguous()
+
+
+def _drop_args(generator, p: torch.Tensor, lo: int, hi: int, dtype) -> tuple:
+    """(lo, hi, k0, k1, thresholds, scales) of ``regulab.ops.dropout(out[lo:hi], p[lo:hi], generator=...)``:
+    the same single draw from ``generator``, the same keys and per-member rates."""
+    k0, k1 = mix_seed(int(draw_seed(generator)))
+    thresh, scale = member_scales(p[lo:hi], dtype)
+    return lo, hi, k0, k1, thresh, scale.numpy()
+
+
 class StackedMLP:
     """M members of one :class:`MLP` architecture, parameters as flat-buffer views.
 
@@ -84,6 +103,7 @@ class StackedMLP:
         self.batchnorm = template.norms is not None
         self.n_hidden = len(template.hidden)
         self.manual = not self.batchnorm
+        self.fused = self.act == "relu"  # the numba passes of _fused (tests switch it off to compare)
         self.bn_buffers = None
         self._eval_ws: dict[int, list[torch.Tensor]] = {}  # eval workspace per chunk length
         if self.batchnorm:  # running stats per member, (M, H)
@@ -184,8 +204,20 @@ class StackedMLP:
             h = h.clone()
             dropout(h[ilo:ihi], input_p[ilo:ihi], inplace=True, generator=seeds()[1])
         saved = []
+        fused = self.fused and _fusable(h)
         for i in range(self.n_hidden):
             W, b = P[2 * i], P[2 * i + 1]
+            if fused:  # bias, ReLU, skip and dropout in one numba pass over the GEMM's output
+                z = torch.bmm(h, W.transpose(1, 2))  # (M, B, H), bias added by the kernel
+                out = torch.empty_like(z)
+                key, drop = None, _NO_DROP
+                if p is not None:
+                    key, g = seeds()
+                    drop = _drop_args(g, p, lo, hi, z.dtype)
+                _fused.relu_forward(z.numpy(), b.numpy(), h.numpy(), self.skips[i], out.numpy(), *drop)
+                saved.append((h, z, None, key))
+                h = out
+                continue
             z = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # (M, B, H)
             a = ACTIVATIONS[self.act](z)
             out = h + a if self.skips[i] else a
@@ -209,8 +241,17 @@ class StackedMLP:
         torch.bmm(dlogits.transpose(1, 2), h, out=G[-2])  # (M, C, H)
         torch.sum(dlogits, 1, out=G[-1])
         gh = torch.bmm(dlogits, P[-2])  # (M, B, H)
+        fused = self.fused and _fusable(gh)
         for i in reversed(range(self.n_hidden)):
             h_in, z, a, key = saved[i]
+            if fused:  # the regenerated mask, ReLU's gradient and the bias gradient in one pass
+                gz = torch.empty_like(gh)
+                drop = _NO_DROP if key is None else _drop_args(seeds_again(key), p, lo, hi, gh.dtype)
+                _fused.relu_backward(gh.numpy(), z.numpy(), gz.numpy(), G[2 * i + 1].numpy(), *drop)
+                torch.bmm(gz.transpose(1, 2), h_in, out=G[2 * i])  # (M, H, in)
+                if i > 0:
+                    gh = torch.baddbmm(gh, gz, P[2 * i]) if self.skips[i] else torch.bmm(gz, P[2 * i])
+                continue
             if key is not None:  # the same mask, regenerated from its seed
                 dropout(gh[lo:hi], p[lo:hi], inplace=True, generator=seeds_again(key))
             if self.act == "relu":

@@ -21,17 +21,19 @@ from ._rng import GOLDEN, M1, M2, MASK32
 __all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK"]
 
 
-def _drop_stale_kernel_caches(here: Path = Path(__file__).parent) -> None:
-    """Clear numba's on-disk cache of this folder when any kernel source changed.
+KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules
+
+
+def drop_stale_caches(cache: Path, sources: list[Path]) -> None:
+    """Clear numba's on-disk cache in ``cache`` when any of ``sources`` changed.
 
     numba invalidates a cached kernel when *its own* file changes, not when a function it
     inlines from another module does (the hash here, the streaming store, the Box-Muller
-    helpers): an edit there would keep running the old machine code. So the cache is keyed
-    by all of this folder's private kernel modules together.
+    helpers): an edit there would keep running the old machine code. So every cache that
+    holds kernels built on this folder is keyed by all of its kernel modules together.
     """
-    cache = here / "__pycache__"
     try:
-        digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("_*.py")))).hexdigest()
+        digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
         stamp = cache / "regulab-kernels.sha256"
         if stamp.is_file() and stamp.read_text() == digest:
             return
@@ -43,7 +45,7 @@ def _drop_stale_kernel_caches(here: Path = Path(__file__).parent) -> None:
         pass
 
 
-_drop_stale_kernel_caches()
+drop_stale_caches(Path(__file__).parent / "__pycache__", KERNEL_SOURCES)
 
 BLOCK = 1 << 15  # elements per parallel work item; divides 2^32
 _M1, _M2 = np.uint32(M1), np.uint32(M2)

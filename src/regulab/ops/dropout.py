@@ -38,6 +38,11 @@ def _scales(p: float, p_member: Tensor | None, dtype: torch.dtype, n: int) -> tu
     """
     if p_member is None:
         return _scalar_scales(p, dtype)
+    return member_scales(p_member, dtype)
+
+
+def member_scales(p_member: Tensor, dtype: torch.dtype) -> tuple[np.ndarray, Tensor]:
+    """Per-member (uint32 drop thresholds, scales in ``dtype``) of an (M,) rate tensor, as the kernel uses them."""
     return _member_scales(tuple(p_member.tolist()), dtype)
 
 

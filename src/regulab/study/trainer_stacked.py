@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 
 from ..models import FlatParams, build, seeded_module
-from ..regularizers import (EarlyStoppingState, decoupled_decay_, gaussian_noise, l1l2_penalty, l2_penalty,
-                            max_norm_, mixup)
+from ..regularizers import EarlyStoppingState, decoupled_decay_, gaussian_noise, l1l2_penalty, mixup
 from . import _common
+from ._flat_regs import l2_value_and_grad, max_norm_rows
 from .augment import apply_augment
 from .plan import Group
 from .spec import Spec
@@ -68,7 +69,12 @@ class StackedTrainer:
         # into the flat buffers, which are only ever updated in place
         self.W_pen, self.GW_pen = _cut(self.r_pen, self.W), _cut(self.r_pen, self.GW)
         self.W_l1, self.GW_l1 = _cut(self.r_l1, self.W), _cut(self.r_l1, self.GW)
-        self.W_wd, self.W_c = _cut(self.r_wd, self.W), _cut(self.r_c, self.W)
+        self.W_wd = _cut(self.r_wd, self.W)
+        wb = [b for b in self.fl.blocks if b.is_weight]  # the weight blocks, for the one-pass kernels
+        self.wblocks = (np.array([b.offset for b in wb], np.int64), np.array([b.shape[0] for b in wb], np.int64),
+                        np.array([b.numel_member // b.shape[0] for b in wb], np.int64))
+        self.l2_np = None if self.r_pen is None else self.l2[self.r_pen[0]:self.r_pen[1]].numpy().astype(np.float32)
+        self.c_np = None if self.r_c is None else self.c[self.r_c[0]:self.r_c[1]].numpy().astype(np.float32)
         if self.r_pen is not None:  # 2·l2 and l1 broadcast against each weight of the range
             lo, hi = self.r_pen
             self.l2x2_w = [self.fl.member_scale(2 * self.l2[lo:hi], w) for w in self.W_pen]
@@ -146,10 +152,13 @@ class StackedTrainer:
         else:
             self.grad.zero_()
             logits.backward(dlogits)
-        if self.r_pen is not None:  # Keras L1/L2 on weights: value, and its gradient
+        if self.r_pen is not None and self.r_l1 is None:  # L2 only: value and gradient in one pass
             lo, hi = self.r_pen
-            lm[lo:hi] += (l2_penalty(self.W_pen, self.l2[lo:hi]) if self.r_l1 is None  # no L1 term to sum
-                          else l1l2_penalty(self.W_pen, self.l1[lo:hi], self.l2[lo:hi]))
+            lm[lo:hi] += torch.from_numpy(l2_value_and_grad(self.fl.flat.numpy(), self.grad.numpy(), self.wblocks,
+                                                            lo, self.l2_np))
+        elif self.r_pen is not None:  # Keras L1/L2 on weights: value, and its gradient
+            lo, hi = self.r_pen
+            lm[lo:hi] += l1l2_penalty(self.W_pen, self.l1[lo:hi], self.l2[lo:hi])
             for w, gw, s2 in zip(self.W_pen, self.GW_pen, self.l2x2_w):
                 gw.addcmul_(w, s2)  # + 2·l2·w
             if self.r_l1 is not None:
@@ -195,10 +204,8 @@ class StackedTrainer:
                 self.m1.mul_(opt.momentum).add_(g)
             d = g.add(self.m1, alpha=opt.momentum) if opt.name == "nesterov" else self.m1
             flat.add_(d, alpha=-lr)
-        if self.r_c is not None:
-            lo, hi = self.r_c
-            for w in self.W_c:
-                max_norm_(w, self.c[lo:hi], stacked=True)
+        if self.r_c is not None:  # max_norm_ on every weight of the range, in one pass
+            max_norm_rows(self.fl.flat.numpy(), self.wblocks, self.r_c[0], self.c_np)
         frozen = ~self.active
         if bool(frozen.any()):
             for src, dst in zip(self.snap, (flat, self.m1, self.m2)):
