@@ -180,3 +180,13 @@ def test_channel_dropout_takes_the_row_kernel_and_matches_the_mask_path():
         x = torch.randn(shape)
         a, _ = small_factors(7, 0.3, cells, torch.float32, "cpu", "scale")
         torch.testing.assert_close(_apply(x, None, 7, 0.3, cells, "scale"), x * a, rtol=0, atol=0)
+
+
+def test_add_member_noise_in_place_draws_what_gaussian_noise_draws():
+    from regulab.ops.gaussian import add_member_noise_, gaussian_noise
+    x = torch.randn(3, 50, 40)
+    sigma = np.array([0.3, 0.0, 1.5], np.float32)
+    want = gaussian_noise(x, torch.from_numpy(sigma), generator=torch.Generator().manual_seed(5))
+    y = x.clone()
+    assert add_member_noise_(y, sigma, generator=torch.Generator().manual_seed(5)) is y
+    torch.testing.assert_close(y, want, rtol=0, atol=0)

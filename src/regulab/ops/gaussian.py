@@ -27,7 +27,7 @@ from ._kernels import BLOCK, as_array, supported
 from ._rng import bits_ref, draw_seed, mix_seed
 from .shared import eager_plain
 
-__all__ = ["gaussian_dropout", "gaussian_noise", "normal_ref", "gaussian_apply_ref"]
+__all__ = ["gaussian_dropout", "gaussian_noise", "normal_ref", "gaussian_apply_ref", "add_member_noise_"]
 
 register("gaussian_dropout", "p", PROB_OPEN_RIGHT)
 register("gaussian_noise", "sigma", NONNEG)
@@ -192,6 +192,19 @@ def gaussian_dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
     if not training or x.numel() == 0 or p == 0.0:
         return x
     return _apply(x, draw_seed(generator), math.sqrt(p / (1 - p)), False)
+
+
+def add_member_noise_(x: Tensor, sigma: np.ndarray, generator: torch.Generator | None = None) -> Tensor:
+    """In place: ``x[m] += σ[m]·z`` for contiguous CPU float ``x`` (M, ...) and float32 ``sigma`` (M,).
+
+    The draws of ``gaussian_noise(x, torch.from_numpy(sigma), generator=generator)`` (one seed,
+    the same normals), without its checks and its new tensor: the stacked trainer calls it
+    on every step with strengths validated once.
+    """
+    k0, k1 = mix_seed(int(draw_seed(generator)))
+    xa = as_array(x)
+    K.normal_apply(xa, xa, k0, k1, sigma, True)
+    return x
 
 
 def _member_sigma(where: str, sigma: Tensor, x: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..models import FlatParams, build, seeded_module
+from ..ops.gaussian import add_member_noise_
 from ..regularizers import EarlyStoppingState, decoupled_decay_, gaussian_noise, l1l2_penalty, mixup
 from . import _common
 from ._flat_regs import l2_value_and_grad, max_norm_rows
@@ -74,6 +75,7 @@ class StackedTrainer:
         self.wblocks = (np.array([b.offset for b in wb], np.int64), np.array([b.shape[0] for b in wb], np.int64),
                         np.array([b.numel_member // b.shape[0] for b in wb], np.int64))
         self.l2_np = None if self.r_pen is None else self.l2[self.r_pen[0]:self.r_pen[1]].numpy().astype(np.float32)
+        self.sigma_np = None if self.r_sigma is None else self.sigma[self.r_sigma[0]:self.r_sigma[1]].numpy().astype(np.float32)
         self.c_np = None if self.r_c is None else self.c[self.r_c[0]:self.r_c[1]].numpy().astype(np.float32)
         if self.r_pen is not None:  # 2·l2 and l1 broadcast against each weight of the range
             lo, hi = self.r_pen
@@ -124,9 +126,12 @@ class StackedTrainer:
         M, C = self.M, self.data.num_classes
         g = self._gen("step", e, s)
         x = apply_augment(x, self.aug, g)
-        if self.r_sigma is not None:
+        if self.r_sigma is not None:  # input noise, in place (x is this step's own gathered batch)
             lo, hi = self.r_sigma
-            x[lo:hi] = gaussian_noise(x[lo:hi], self.sigma[lo:hi], generator=g)
+            if _fast_noise(x):
+                add_member_noise_(x[lo:hi], self.sigma_np, generator=g)
+            else:
+                x[lo:hi] = gaussian_noise(x[lo:hi], self.sigma[lo:hi], generator=g)
         target = torch.zeros(*y.shape, C).scatter_(2, y.unsqueeze(2), 1.0)  # one-hot (M, b, C); y is valid
         if self.mix:
             x = x.clone()
@@ -350,6 +355,11 @@ def _order_key(run) -> tuple:
     a = run.arm_cfg
     return (a["p"] == 0, a["input_p"] == 0, a["max_norm"] is None, a["l1"] == 0 and a["l2"] == 0,
             a["weight_decay"] == 0, a["input_noise"] == 0)
+
+
+def _fast_noise(x: torch.Tensor) -> bool:
+    """Whether the in-place noise kernel takes ``x`` (CPU float32, contiguous, as the stacked trainer's batches are)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
 
 
 def _cut(r: tuple[int, int] | None, views: list[torch.Tensor]) -> list[torch.Tensor] | None:
