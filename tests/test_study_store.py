@@ -81,3 +81,20 @@ def test_second_process_refused(tmp_path):
 
 def test_safe_name():
     assert "/" not in safe_name("a/../b") and safe_name("") == "run"
+
+
+def test_temp_files_of_a_killed_writer_are_removed_when_the_folder_is_opened(tmp_path):
+    with Store(tmp_path) as st:
+        st.init_spec({"x": 1}, "h1")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "weights").mkdir()
+    dead = [tmp_path / "checkpoints" / ".tmpcjLwiz",  # safetensors' own temp file
+            tmp_path / "checkpoints" / "g.safetensors.tmp4242",  # ours
+            tmp_path / "weights" / ".tmpAb12Cd"]
+    kept = [tmp_path / "checkpoints" / "g.safetensors", tmp_path / "weights" / "0001-a.safetensors"]
+    for p in dead + kept:
+        p.write_bytes(b"x")
+    with Store(tmp_path):
+        pass
+    assert [p.exists() for p in dead] == [False] * len(dead)
+    assert [p.exists() for p in kept] == [True] * len(kept)

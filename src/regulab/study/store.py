@@ -168,6 +168,20 @@ def _check_meta(con: sqlite3.Connection, path: Path) -> None:
                          "upgrade regulab to read this study")
 
 
+def _remove_dead_temps(study_dir: Path) -> None:
+    """Temp files of a killed writer in ``checkpoints/`` and ``weights/`` (only the lock holder writes there).
+
+    Ours are ``<name>.tmp<pid>``; safetensors (0.8 and newer) itself writes through a hidden
+    ``.tmpXXXXXX`` file that it renames, which a kill at that moment leaves behind.
+    """
+    for sub in ("checkpoints", "weights"):
+        d = study_dir / sub
+        if d.is_dir():
+            for p in d.iterdir():
+                if p.is_file() and (p.name.startswith(".tmp") or ".safetensors.tmp" in p.name):
+                    p.unlink(missing_ok=True)
+
+
 class Store:
     """The one writer of a study folder. Holds an exclusive lock for its lifetime.
 
@@ -193,6 +207,7 @@ class Store:
                              "folder; wait for it to finish or choose another --out folder") from None
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
+        _remove_dead_temps(self.dir)
         try:
             _check_db_file(db)
             self.con = _connect(db)
