@@ -192,6 +192,8 @@ class StackedMLP:
     def forward_train(self, P, x, *, p=None, input_p=None, seeds=None, p_range=None, input_range=None):
         """Training forward for ``x`` (M, B, in); returns ``(logits, ctx)`` for :meth:`backward`.
 
+        ``logits`` (M, B, C) is a view of a class-major (M, C, B) tensor (the loss head works on that).
+
         Dropout acts on members ``p_range = (lo, hi)`` only (default: all) with rates ``p[lo:hi]``.
         ``seeds()`` returns ``(key, generator)`` per dropout call; backward rebuilds the generator
         from ``key`` so masks are never stored.
@@ -231,8 +233,8 @@ class StackedMLP:
             h = out
         Wo, bo = P[-2], P[-1]
         # computed as (M, C, B): with N = C = 10 the orientation h·Woᵀ runs at a third of the speed;
-        # returned contiguous (M, B, C) (a small copy), as the loss's row-wise ops are slow on strided rows
-        logits = torch.baddbmm(bo.unsqueeze(2), Wo, h.transpose(1, 2)).transpose(1, 2).contiguous()
+        # returned as its (M, B, C) view: the trainer's loss head works class-major
+        logits = torch.baddbmm(bo.unsqueeze(2), Wo, h.transpose(1, 2)).transpose(1, 2)
         return logits, (saved, h, p, (lo, hi))
 
     def backward(self, P, G, ctx, dlogits, seeds_again) -> None:

@@ -132,7 +132,8 @@ class StackedTrainer:
                 add_member_noise_(x[lo:hi], self.sigma_np, generator=g)
             else:
                 x[lo:hi] = gaussian_noise(x[lo:hi], self.sigma[lo:hi], generator=g)
-        target = torch.zeros(*y.shape, C).scatter_(2, y.unsqueeze(2), 1.0)  # one-hot (M, b, C); y is valid
+        # one-hot (M, b, C), stored class-major (M, C, b) as the loss head wants it; y is valid
+        target = torch.zeros(M, C, y.shape[1]).scatter_(1, y.unsqueeze(1), 1.0).transpose(1, 2)
         if self.mix:
             x = x.clone()
             for m, alpha in self.mix:
@@ -179,15 +180,21 @@ class StackedTrainer:
         ``(1 − ε)·y + ε/C``), written out because the gradient is needed in closed form:
         ``(softmax − target)/B``. The per-run trainer calls the library function; the
         stacked-vs-per-run test checks the two agree.
+
+        ``logits`` and ``target`` are (M, b, C) of any strides; the work runs class-major,
+        on (M, C, b) (the MLP's logits already are, as views): with C = 10 torch's softmax over
+        a contiguous last dimension is about 15x slower than over dim 1 with b contiguous.
+        The gradient is returned as an (M, b, C) view of a class-major tensor.
         """
         M, b, C = logits.shape
+        lt, tt = logits.transpose(1, 2).contiguous(), target.transpose(1, 2)  # (M, C, b)
         if self.r_eps is not None:
             eps = self.eps.view(M, 1, 1)
-            target = target.mul_(1 - eps).add_(eps / C)
-        lp = torch.log_softmax(logits, -1)  # (M, b, C)
-        loss = -(target * lp).sum(-1).mean(-1)  # (M,)
-        grad = lp.exp_().sub_(target).div_(b)
-        return loss, grad
+            tt = tt.mul(1 - eps).add_(eps / C)
+        lp = torch.log_softmax(lt, 1)  # (M, C, b)
+        loss = -(tt * lp).sum(1).mean(-1)  # (M,)
+        grad = lp.exp_().sub_(tt).div_(b)
+        return loss, grad.transpose(1, 2)
 
     @torch.no_grad()
     def _optimizer_step(self, lr: float) -> None:
@@ -226,13 +233,15 @@ class StackedTrainer:
         fast = getattr(self.net, "forward_eval", None) if not getattr(self.net, "batchnorm", False) else None
         for i in range(0, len(y), self.eval_chunk):
             xc, yc = x[i:i + self.eval_chunk], y[i:i + self.eval_chunk]
-            if fast is not None:  # (M, C, n) -> (M, n, C): reductions over C are 10x faster contiguous
-                logits = fast(P, xc).transpose(1, 2).contiguous()
+            if fast is not None:
+                lt = fast(P, xc)  # (M, C, n)
             else:
-                logits = self.net.forward(P, xc, shared=True, training=False)  # (M, n, C)
-            lp = torch.log_softmax(logits, -1)
-            loss -= lp.gather(2, yc.view(1, -1, 1).expand(self.M, -1, 1)).sum((1, 2))
-            correct += (logits.argmax(-1) == yc).sum(1)
+                lt = self.net.forward(P, xc, shared=True, training=False).transpose(1, 2).contiguous()
+            # class-major (M, C, n): softmax over dim 1 is ~20x faster than over a contiguous C = 10,
+            # argmax the other way round (first maximum, NaN counts as one, as torch.argmax)
+            lp = torch.log_softmax(lt, 1)
+            loss -= lp.gather(1, yc.view(1, 1, -1).expand(self.M, 1, -1)).sum((1, 2))
+            correct += (lt.transpose(1, 2).contiguous().argmax(-1) == yc).sum(1)
         n = max(len(y), 1)
         return loss / n, correct / n
 
