@@ -70,7 +70,7 @@ def variant_speedups(repeats: int) -> dict[str, object]:
     out: dict[str, object] = {"variants_ms": {}}
     for name, (ours, theirs) in pairs.items():
         x = torch.randn(shapes[name])
-        t = median_seconds({"regulab": lambda: ours(x), "torch": lambda: theirs(x)}, max(3 * repeats, 5))
+        t = median_seconds({"regulab": lambda: ours(x), "torch": lambda: theirs(x)}, max(5 * repeats, 9))
         out["variants_ms"][name] = {k: round(v * 1e3, 3) for k, v in t.items()}
         out[f"{name}_fwd_speedup_vs_torch"] = round(t["torch"] / t["regulab"], 2)
     return out
