@@ -190,3 +190,14 @@ def test_add_member_noise_in_place_draws_what_gaussian_noise_draws():
     y = x.clone()
     assert add_member_noise_(y, sigma, generator=torch.Generator().manual_seed(5)) is y
     torch.testing.assert_close(y, want, rtol=0, atol=0)
+
+
+def test_add_member_noise_off_the_kernel_path_draws_the_same():
+    from regulab.ops.gaussian import add_member_noise_, gaussian_noise
+    base = torch.randn(3, 40, 50)
+    sigma = np.array([0.3, 0.0, 1.5], np.float32)
+    for x in (base.transpose(1, 2), base.to(torch.float16)):  # non-contiguous; a dtype numba does not take
+        want = gaussian_noise(x, torch.from_numpy(sigma), generator=torch.Generator().manual_seed(5))
+        y = x.clone()
+        assert add_member_noise_(y, sigma, generator=torch.Generator().manual_seed(5)) is y
+        torch.testing.assert_close(y, want, rtol=0, atol=0)

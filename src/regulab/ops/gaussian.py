@@ -195,12 +195,14 @@ def gaussian_dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
 
 
 def add_member_noise_(x: Tensor, sigma: np.ndarray, generator: torch.Generator | None = None) -> Tensor:
-    """In place: ``x[m] += σ[m]·z`` for contiguous CPU float ``x`` (M, ...) and float32 ``sigma`` (M,).
+    """In place: ``x[m] += σ[m]·z`` for ``x`` (M, ...) and float32 ``sigma`` (M,), validated by the caller.
 
     The draws of ``gaussian_noise(x, torch.from_numpy(sigma), generator=generator)`` (one seed,
-    the same normals), without its checks and its new tensor: the stacked trainer calls it
-    on every step with strengths validated once.
+    the same normals), without its checks and, on the kernel's path (contiguous CPU float),
+    without its new tensor: the stacked trainer calls it on every step.
     """
+    if not (supported(x) and x.is_contiguous()):
+        return x.copy_(gaussian_noise(x, torch.from_numpy(sigma), generator=generator))
     k0, k1 = mix_seed(int(draw_seed(generator)))
     xa = as_array(x)
     K.normal_apply(xa, xa, k0, k1, sigma, True)
