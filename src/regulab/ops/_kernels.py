@@ -75,12 +75,22 @@ def bits_at(j, off, k0, hk):
     return _mix32(uint32(_mix32(uint32(lo ^ k0)) + hk))
 
 
+LANES = 64  # elements per inner run: its counter stays 32-bit, so LLVM keeps the hash in uint32 lanes
+
+
 @njit
 def _fill(x, out, start, k0, k1, t, s):
     off, hk = block_keys(start, k1)
     z = x.dtype.type(0)
-    for j in range(x.size):
-        # x·0 (not a literal 0) for dropped elements: NaN/inf/-0.0 behave as in torch
+    n = x.size
+    # Runs of LANES with counter base + l: a loop over j alone vectorises the counter in 64-bit
+    # lanes and narrows it each step, 25% slower.
+    for c in range(0, n - n % LANES, LANES):
+        base = uint32(off + uint32(c))
+        for l in range(LANES):
+            # x·0 (not a literal 0) for dropped elements: NaN/inf/-0.0 behave as in torch
+            out[c + l] = x[c + l] * (s if bits_at(l, base, k0, hk) >= t else z)
+    for j in range(n - n % LANES, n):
         out[j] = x[j] * (s if bits_at(j, off, k0, hk) >= t else z)
 
 
@@ -90,7 +100,12 @@ def _fill_inplace(x, start, k0, k1, t, s):
     # check sends the loop to its scalar fallback, about 10x slower.
     off, hk = block_keys(start, k1)
     z = x.dtype.type(0)
-    for j in range(x.size):
+    n = x.size
+    for c in range(0, n - n % LANES, LANES):
+        base = uint32(off + uint32(c))
+        for l in range(LANES):
+            x[c + l] = x[c + l] * (s if bits_at(l, base, k0, hk) >= t else z)
+    for j in range(n - n % LANES, n):
         x[j] = x[j] * (s if bits_at(j, off, k0, hk) >= t else z)
 
 
@@ -155,7 +170,7 @@ _NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 def supported(x: torch.Tensor) -> bool:
     """The numba fast path handles CPU float32/float64 tensors."""
-    return x.device.type == "cpu" and x.dtype in _NUMBA_DTYPES
+    return x.is_cpu and x.dtype in _NUMBA_DTYPES
 
 
 _threads = [None]

@@ -80,12 +80,22 @@ def masked_scale_ref(x: Tensor, seed: int, p: float, p_member: Tensor | None = N
     return out.view(x.shape)
 
 
+@functools.lru_cache(maxsize=256)
+def _scalar_kernel_scales(p: float, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    thresh, scale = _scalar_scales(p, dtype)
+    return thresh, scale.numpy()
+
+
 def _run(x: Tensor, out: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
     """Fill contiguous ``out`` (may alias contiguous ``x``) with the masked, scaled ``x``."""
     if _kernels.supported(x):
-        thresh, scale = _scales(p, p_member, x.dtype, x.numel())
+        if p_member is None:
+            thresh, scale = _scalar_kernel_scales(p, x.dtype)
+        else:
+            thresh, st = member_scales(p_member, x.dtype)
+            scale = st.numpy()
         k0, k1 = mix_seed(seed)
-        _kernels.masked_scale(x, out, k0, k1, thresh, scale.numpy())
+        _kernels.masked_scale(x, out, k0, k1, thresh, scale)
     else:
         out.copy_(masked_scale_ref(x, seed, p, p_member))
     return out
@@ -140,7 +150,10 @@ class _MaskedScaleFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return _MaskedScaleFn.apply(grad, ctx.seed, ctx.p, ctx.p_member), None, None, None
+        if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
+            return _MaskedScaleFn.apply(grad, ctx.seed, ctx.p, ctx.p_member), None, None, None
+        g = grad.contiguous()
+        return _run(g, torch.empty_like(g), ctx.seed, ctx.p, ctx.p_member), None, None, None
 
 
 def _apply(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None) -> Tensor:
