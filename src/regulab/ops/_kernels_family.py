@@ -28,7 +28,7 @@ from numba import float32, int32, njit, prange, uint32
 from numba.core import types
 from numba.extending import intrinsic
 
-from ._kernels import BLOCK, PARALLEL_MIN, bits_at, block_keys, parallel_and_serial, set_threads
+from ._kernels import BLOCK, LANES, PARALLEL_MIN, bits_at, block_keys, parallel_and_serial, set_threads
 from ._rng import MASK32
 from ._stream import STREAM_MIN_BYTES, scale_stream, stream_fence
 
@@ -89,11 +89,12 @@ def _radius(b):
     """sqrt(−2 ln v), v = 1 − u in [2^-24, 1]; ln via exponent + mantissa polynomial."""
     v = _ONE - _unit(b)
     vi = _bits_from_f32(v)
-    e = int32(vi >> uint32(23)) - _EXPBIAS
+    # int32 − int32 is int64 in numba: cast back, or the vector loop converts through 64-bit lanes
+    e = int32(int32(vi >> uint32(23)) - _EXPBIAS)
     m = _f32_from_bits(uint32(uint32(vi & _MANT) | _ONEBITS))  # [1, 2)
     big = m > _SQRT2
     m = m * _HALF_F if big else m  # [√½, √2)
-    e = e + int32(1) if big else e
+    e = int32(e + int32(1)) if big else e
     s = (m - _ONE) / (m + _ONE)
     s2 = s * s
     poly = (((_L9 * s2 + _L7) * s2 + _L5) * s2 + _L3) * s2 + _ONE
@@ -109,7 +110,7 @@ def _sincos(b):
     """
     w = uint32(b >> uint32(8))
     q = uint32(w >> uint32(22))
-    y = float32(int32(w & _M22) - _H21) * _QSTEP
+    y = float32(int32(int32(w & _M22) - _H21)) * _QSTEP
     y2 = y * y
     s = ((_S7 * y2 + _S5) * y2 + _S3) * y2 * y + y
     c = ((_C8 * y2 + _C6) * y2 + _C4) * y2 * y2 - _HALF_F * y2 + _ONE
@@ -127,12 +128,22 @@ TILE = 2048  # pairs per tile: the tile's normals (2·TILE float32, 16 KiB) stay
 
 @njit(inline="always", error_model="numpy")
 def _hash_tile(w, j0, npair, off, k0, hk):
-    """w[t], w[TILE + t] = the words of counters j0 + t and j0 + HALF + t (a uint32 counter vectorises)."""
+    """w[t], w[TILE + t] = the words of counters j0 + t and j0 + HALF + t.
+
+    Runs of LANES pairs off a fixed base: the counter stays in uint32 lanes (a uint32
+    induction variable makes LLVM widen the whole hash to 64-bit lanes, 2x slower).
+    """
     lo = uint32(uint32(j0) + off)
-    for t in range(npair):
-        w[t] = bits_at(lo, uint32(0), k0, hk)
-        w[TILE + t] = bits_at(uint32(lo + uint32(HALF)), uint32(0), k0, hk)
-        lo = uint32(lo + uint32(1))
+    full = npair - npair % LANES
+    for c in range(0, full, LANES):
+        b0 = uint32(lo + uint32(c))
+        b1 = uint32(b0 + uint32(HALF))
+        for t in range(LANES):
+            w[c + t] = bits_at(t, b0, k0, hk)
+            w[TILE + c + t] = bits_at(t, b1, k0, hk)
+    for t in range(full, npair):
+        w[t] = bits_at(t, lo, k0, hk)
+        w[TILE + t] = bits_at(t, uint32(lo + uint32(HALF)), k0, hk)
 
 
 @njit(error_model="numpy")
@@ -234,9 +245,15 @@ def _normal_apply_py(x, out, k0, k1, sigma, row, additive):
 def _alpha_block(x, out, start, k0, k1, t, a, bk, bd):
     off, hk = block_keys(start, k1)
     z = x.dtype.type(0)
-    for j in range(x.size):
+    n = x.size
+    for c in range(0, n - n % LANES, LANES):  # runs of LANES keep the hash in uint32 lanes
+        base = uint32(off + uint32(c))
+        for l in range(LANES):
+            keep = bits_at(l, base, k0, hk) >= t
+            # x·a + b_keep when kept, x·0 + b_drop when dropped (two roundings, as torch)
+            out[c + l] = x[c + l] * (a if keep else z) + (bk if keep else bd)
+    for j in range(n - n % LANES, n):
         keep = bits_at(j, off, k0, hk) >= t
-        # x·a + b_keep when kept, x·0 + b_drop when dropped (two roundings, as torch)
         out[j] = x[j] * (a if keep else z) + (bk if keep else bd)
 
 
