@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint32
 
 from ..ops._kernels import KERNEL_SOURCES, bits_at, block_keys, drop_stale_caches, parallel_and_serial
 
@@ -46,6 +46,7 @@ def _relu_forward_py(z, bias, h, skip, out, lo, hi, k0, k1, thresh, scale):
         drop, off, hk, t, s = _drop_params(m, lo, hi, B * H, k1, thresh, scale, zero)
         for b in range(B):
             zr, orow, hr, br = z[m, b], out[m, b], h[m, b], bias[m]
+            base = uint32(off + uint32(b * H))  # the row's counters base + j stay in uint32 lanes
             for j in range(H):
                 v = zr[j] + br[j]
                 zr[j] = v
@@ -53,7 +54,7 @@ def _relu_forward_py(z, bias, h, skip, out, lo, hi, k0, k1, thresh, scale):
                 o = hr[j] + a if skip else a
                 if drop:
                     # x·0 (not a literal 0) for dropped elements: NaN/inf as in regulab.ops.dropout
-                    o = o * (s if bits_at(b * H + j, off, k0, hk) >= t else zero)
+                    o = o * (s if bits_at(j, base, k0, hk) >= t else zero)
                 orow[j] = o
 
 
@@ -66,10 +67,11 @@ def _relu_backward_py(gh, z, gz, gb, lo, hi, k0, k1, thresh, scale):
         acc[:] = zero
         for b in range(B):
             gr, zr, gzr = gh[m, b], z[m, b], gz[m, b]
+            base = uint32(off + uint32(b * H))
             for j in range(H):
                 g = gr[j]
                 if drop:
-                    g = g * (s if bits_at(b * H + j, off, k0, hk) >= t else zero)
+                    g = g * (s if bits_at(j, base, k0, hk) >= t else zero)
                     gr[j] = g
                 v = zero if zr[j] <= zero else g  # threshold_backward(g, z, 0): a NaN z passes g
                 gzr[j] = v
