@@ -102,3 +102,41 @@ def test_resume_at_every_epoch_continues_early_stopping_exactly():
         more = []
         assert st.run(on_commit=lambda r, s: more.extend(r)) == fin
         assert [r | {"epoch_time": 0} for r in more] == [r | {"epoch_time": 0} for r in rows if r["epoch"] > info["epoch"]]
+
+
+def test_batchnorm_members_keep_their_best_running_stats_and_resume_exactly():
+    """BatchNorm: test metrics and saved weights use the running statistics of the best epoch, as a
+    per-run model's state_dict does; a resumed group continues with the statistics it had."""
+    import json
+
+    arms = {"baseline": {}, "es": {"early_stopping": {"patience": 2, "min_delta": 5.0}}}
+    spec = _spec(arms, epochs=6, checkpoint_every=0.0, optimizer={"name": "sgd", "lr": 1.0},
+                 model={"kind": "mlp", "widths": [32, 32], "batchnorm": True})
+    runs = expand(spec)
+    data = load_data(spec, runs[0].n_train)
+    states = []
+
+    def commit(trainer):
+        tensors, info = trainer.state()
+        states.append(({k: v.clone() for k, v in tensors.items()}, json.loads(json.dumps(info))))
+
+    st = StackedTrainer(Group("g", runs, True), spec, data)
+    fin_s = st.run(on_commit=lambda r, s: commit(st))
+    by_id = {r.run_id: m for m, r in enumerate(st.runs)}
+    # best before last (noisy at this rate), and a member frozen early: best and live statistics differ
+    assert any(f["best_epoch"] < f["stopped_epoch"] == spec.epochs for f in fin_s)
+    assert any(f["stopped_epoch"] < spec.epochs for f in fin_s)
+    for r in runs:
+        rt = RunTrainer(Group("g", [r], False), spec, data)
+        (fin_r,) = rt.run()
+        (fin,) = [f for f in fin_s if f["run_id"] == r.run_id]
+        assert fin["best_epoch"] == fin_r["best_epoch"] and fin["stopped_epoch"] == fin_r["stopped_epoch"]
+        assert fin["test_loss"] == pytest.approx(fin_r["test_loss"], rel=1e-4)
+        w_s, w_r = st.member_weights(by_id[r.run_id]), rt.member_weights()
+        assert sorted(w_s) == sorted(w_r) and "norms.0.running_var" in w_s
+        for k in w_r:
+            assert w_s[k] == pytest.approx(w_r[k], rel=1e-3, abs=1e-4), k
+    for tensors, info in states[:-1]:
+        again = StackedTrainer(Group("g", runs, True), spec, data)
+        again.load_state(tensors, info)
+        assert again.run() == fin_s

@@ -5,7 +5,8 @@ activations are ``(M, B, H)``. Each member keeps its own parameters, optimizer s
 data order, dropout masks and rate (a per-member ``p`` tensor into ``regulab.ops.dropout``),
 penalties, label smoothing, noise, augmentation and early-stopping state. A member that
 stops early or diverges is *frozen*: its parameters and optimizer state are restored after
-every step, and its best weights are kept.
+every step, and its best weights are kept. A BatchNorm model's running statistics are kept
+with each member's best weights: test metrics, saved weights and checkpoints carry them.
 
 The trainer knows nothing of the store: at commit points it calls ``on_commit(rows,
 statuses)`` after which the caller persists :meth:`state` and the rows.
@@ -44,6 +45,14 @@ class StackedTrainer:
         mods = [seeded_module(md.make, r.seed) for r in runs]
         self.net = md.stacked(mods[0], M)
         self.fl = FlatParams.from_modules(mods)
+        # running statistics (BatchNorm), (M, ...) each, under the ordinary module's buffer names;
+        # kept at each member's best epoch, as a per-run model's state_dict is (a frozen member's
+        # live statistics drift on, unseen: it never improves again)
+        self.buf_names = [n for n, b in mods[0].named_buffers() if b.is_floating_point()]
+        if len(self.buf_names) != len(self._buffers()):
+            raise RuntimeError(f"stacked {spec.model.kind} keeps {len(self._buffers())} running buffers, "
+                               f"its module {len(self.buf_names)}")
+        self.best_bufs = [b.clone() for b in self._buffers()]
         self.grad = self.fl.like()
         self.leaves = self.fl.leaves(self.fl.flat, self.grad)
         self.P, self.G = self.fl.views(), self.fl.views(self.grad)
@@ -289,6 +298,8 @@ class StackedTrainer:
         if _common.improves(self.spec.selection, info, v_loss, v_acc):
             info.update(epoch=self.epoch, val_acc=v_acc, val_loss=v_loss, train_loss=c_loss, train_acc=c_acc)
             self.fl.member_rows(torch.arange(self.M) == m, self.fl.flat, self.best)
+            for src, dst in zip(self._buffers(), self.best_bufs):
+                dst[m] = src[m]
         if m in self.es:
             value = _common.es_value(self.es_cfg[m], v_loss, v_acc)
             self.es_state[m], _ = self.es[m].update(self.es_state[m], self.epoch - 1, value)
@@ -312,7 +323,14 @@ class StackedTrainer:
 
     def finals(self) -> list[dict]:
         """Test metrics of each member's best weights, and its best-epoch summary."""
-        t_loss, t_acc = self.evaluate(self.data.x_test, self.data.y_test, self.best)
+        live = [b.clone() for b in self._buffers()]
+        for dst, src in zip(self._buffers(), self.best_bufs):  # the best epoch's running statistics
+            dst.copy_(src)
+        try:
+            t_loss, t_acc = self.evaluate(self.data.x_test, self.data.y_test, self.best)
+        finally:
+            for dst, src in zip(self._buffers(), live):
+                dst.copy_(src)
         out = []
         for m, r in enumerate(self.runs):
             info = self.best_info[m]
@@ -325,8 +343,13 @@ class StackedTrainer:
         return out
 
     def member_weights(self, m: int) -> dict[str, torch.Tensor]:
-        """Best weights of member ``m`` under the ordinary module's parameter names."""
-        return self.fl.member_state(m, self.best)
+        """Best weights of member ``m`` (and running statistics) under the ordinary module's names."""
+        return {**self.fl.member_state(m, self.best),
+                **{n: b[m].contiguous().clone() for n, b in zip(self.buf_names, self.best_bufs)}}
+
+    def _buffers(self) -> list[torch.Tensor]:
+        """The stacked model's running buffers, (M, ...) each, in the module's buffer order."""
+        return [t for pair in (getattr(self.net, "bn_buffers", None) or []) for t in pair]
 
     # -- checkpoint state --------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -335,6 +358,8 @@ class StackedTrainer:
                    "snap1": self.snap[1]}
         if self.m2 is not None:
             tensors.update(m2=self.m2, snap2=self.snap[2])
+        for i, (b, best) in enumerate(zip(self._buffers(), self.best_bufs)):
+            tensors.update({f"buf{i}": b, f"best_buf{i}": best})
         info = {"epoch": self.epoch, "step_count": self.step_count, "active": self.active.tolist(),
                 "failed": {str(k): v for k, v in self.failed.items()}, "stopped": self.stopped,
                 "best_info": self.best_info,
@@ -349,6 +374,9 @@ class StackedTrainer:
                        ("snap1", self.snap[1]), ("m2", self.m2), ("snap2", self.snap[2])):
             if dst is not None:
                 dst.copy_(tensors[k])
+        for i, (b, best) in enumerate(zip(self._buffers(), self.best_bufs)):
+            b.copy_(tensors[f"buf{i}"])
+            best.copy_(tensors[f"best_buf{i}"])
         self.epoch, self.step_count = info["epoch"], info["step_count"]
         self.active = torch.tensor(info["active"], dtype=torch.bool)
         self.failed = {int(k): v for k, v in info["failed"].items()}
