@@ -42,9 +42,25 @@ def test_same_spec_same_metrics_and_finished_runs_are_reused(tmp_path):
     assert [(r["run_id"], r["finished_at"]) for r in again.runs] == before  # nothing recomputed
 
 
+FACTORY = ("import torch\n"
+           "def make(input_shape, num_classes, hidden=16):\n"
+           "    n = 1\n    for s in input_shape: n *= s\n"
+           "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n, hidden), torch.nn.ReLU(),\n"
+           "                               torch.nn.Dropout(0.0), torch.nn.Linear(hidden, num_classes))\n")
+
+
+def _factory_spec(tmp_path, **kw) -> dict:
+    """TINY on a user model: per-run groups (the per-run trainer)."""
+    f = tmp_path / "net.py"
+    f.write_text(FACTORY)
+    return {**TINY, "model": {"kind": f"{f}:make", "kwargs": {"hidden": 12}}, **kw}
+
+
+@pytest.mark.parametrize("per_run", [False, True])
 @pytest.mark.parametrize("crash_before_db", [True, False])
-def test_interrupted_study_resumes_to_identical_results(tmp_path, monkeypatch, crash_before_db):
-    regulab.Study(TINY, out=tmp_path / "ref", quiet=True).run()
+def test_interrupted_study_resumes_to_identical_results(tmp_path, monkeypatch, crash_before_db, per_run):
+    spec = _factory_spec(tmp_path) if per_run else TINY
+    regulab.Study(spec, out=tmp_path / "ref", quiet=True).run()
     real_commit, real_record = executor.GroupJob._commit, executor.Store.record_epochs
     calls = {"n": 0}
 
@@ -60,12 +76,12 @@ def test_interrupted_study_resumes_to_identical_results(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(executor.GroupJob, "_commit", crashing_commit)
     with pytest.raises(KeyboardInterrupt):
-        regulab.Study(TINY, out=tmp_path / "run", quiet=True).run()
+        regulab.Study(spec, out=tmp_path / "run", quiet=True).run()
     monkeypatch.setattr(executor.GroupJob, "_commit", real_commit)
     monkeypatch.setattr(executor.Store, "record_epochs", real_record)
     part = open_results(tmp_path / "run")
     assert max(e["epoch"] for e in part.epochs) == (2 if crash_before_db else 3)
-    regulab.Study(TINY, out=tmp_path / "run", quiet=True).run()
+    regulab.Study(spec, out=tmp_path / "run", quiet=True).run()
     assert _metrics(tmp_path / "run")[:2] == _metrics(tmp_path / "ref")[:2]
 
 
@@ -105,13 +121,7 @@ def test_cli_runs_a_spec_and_prints_a_summary(tmp_path, capsys):
 
 
 def test_user_factory_model_trains_per_run(tmp_path):
-    f = tmp_path / "net.py"
-    f.write_text("import torch\n"
-                 "def make(input_shape, num_classes, hidden=16):\n"
-                 "    n = 1\n    for s in input_shape: n *= s\n"
-                 "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n, hidden), torch.nn.ReLU(),\n"
-                 "                               torch.nn.Dropout(0.0), torch.nn.Linear(hidden, num_classes))\n")
-    spec = {**TINY, "seeds": 1, "model": {"kind": f"{f}:make", "kwargs": {"hidden": 12}}}
+    spec = _factory_spec(tmp_path, seeds=1)
     res = regulab.Study(spec, out=tmp_path / "u", quiet=True).run()
     assert {r["status"] for r in res.runs} == {"finished"}
     assert len({r["group_key"] for r in res.runs}) == 3  # one run per group

@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+import torch
 
 from regulab.study.api import load_data
 from regulab.study.plan import Group, expand
@@ -140,3 +141,36 @@ def test_batchnorm_members_keep_their_best_running_stats_and_resume_exactly():
         again = StackedTrainer(Group("g", runs, True), spec, data)
         again.load_state(tensors, info)
         assert again.run() == fin_s
+
+
+@pytest.mark.parametrize("opt", ["adam", "momentum"])
+def test_per_run_trainer_resumes_at_every_epoch_exactly(opt):
+    """A per-run group (the trainer of user models) checkpoints like a stacked one: continuing
+    from any commit point reproduces the uninterrupted run's rows, finals and best weights."""
+    import json
+
+    arms = {"drop": {"p": 0.3, "input_noise": 0.1, "augment": ["flip"]},
+            "es": {"early_stopping": {"patience": 1, "min_delta": 0.05}}}
+    spec = _spec(arms, seeds=1, epochs=5, checkpoint_every=0.0,
+                 optimizer={"name": opt, "lr": 0.01 if opt == "adam" else 0.1},
+                 model={"kind": "mlp", "widths": [32, 32], "batchnorm": True})
+    data = load_data(spec, expand(spec)[0].n_train)
+    for r in expand(spec):
+        rows, states = [], []
+
+        def commit(rr, trainer):
+            rows.extend(rr)
+            tensors, info = trainer.state()
+            states.append(({k: v.clone() for k, v in tensors.items()}, json.loads(json.dumps(info))))
+
+        ref = RunTrainer(Group("g", [r], False), spec, data)
+        fin = ref.run(on_commit=lambda rr, s: commit(rr, ref))
+        assert len(states) == fin[0]["stopped_epoch"]  # one commit point per epoch, the last at the end
+        for tensors, info in states[:-1]:
+            rt = RunTrainer(Group("g", [r], False), spec, data)
+            rt.load_state(tensors, info)
+            more = []
+            assert rt.run(on_commit=lambda rr, s: more.extend(rr)) == fin
+            assert [x | {"epoch_time": 0} for x in more] == [x | {"epoch_time": 0} for x in rows if x["epoch"] > info["epoch"]]
+            w, w_ref = rt.member_weights(), ref.member_weights()
+            assert w.keys() == w_ref.keys() and all(torch.equal(w[k], w_ref[k]) for k in w)

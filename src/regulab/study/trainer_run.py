@@ -115,8 +115,11 @@ class RunTrainer:
         return torch.tensor([loss / n]), torch.tensor([correct / n])
 
     def run(self, on_commit=None, on_epoch=None, checkpoint_every=None) -> list[dict]:
+        """Train to the end (or early stop / divergence); ``on_commit(rows, statuses)`` at commit points
+        (every ``checkpoint_every`` seconds, and at the end), after which the caller persists :meth:`state`."""
         spec, d, r = self.spec, self.data, self.run_
-        rows, statuses = [], {}
+        every = spec.checkpoint_every if checkpoint_every is None else checkpoint_every
+        rows, statuses, last = [], {}, time.monotonic()
         while self.epoch < spec.epochs and self.failed is None and not self.stopped:
             t0 = time.perf_counter()
             tr, sd = self.train_epoch()
@@ -135,6 +138,10 @@ class RunTrainer:
                 self._track(c_loss.item(), c_acc.item(), v_loss.item(), v_acc.item())
             if on_epoch is not None:
                 on_epoch(self.epoch, dt)
+            going = self.epoch < spec.epochs and self.failed is None and not self.stopped
+            if on_commit is not None and going and time.monotonic() - last >= every:
+                on_commit(rows, statuses)
+                rows, statuses, last = [], {}, time.monotonic()
         self.stopped = self.stopped or self.epoch
         if on_commit is not None:
             on_commit(rows, statuses)
@@ -163,5 +170,44 @@ class RunTrainer:
     def member_weights(self, m: int = 0) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.best.items() if v.is_floating_point()}
 
-    def state(self):  # per-run groups commit once, at the end: a killed run restarts from scratch
-        return {}, {}
+    # -- checkpoint state --------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything needed to continue exactly: (tensors, JSON-able scalars).
+
+        The model's and the best state_dict, and the optimizer's per-parameter state, as copies
+        (a user model may tie weights; safetensors refuses tensors that share memory). The data
+        order and every random draw of an epoch derive from (seed, epoch), so continuing from an
+        epoch boundary reproduces the uninterrupted run.
+        """
+        tensors = {f"model.{k}": v.detach().clone() for k, v in self.model.state_dict().items()}
+        tensors.update({f"best.{k}": v.clone() for k, v in self.best.items()})
+        opt = self.opt.state_dict()
+        scalars = {}
+        for idx, st in opt["state"].items():
+            for name, v in st.items():
+                if torch.is_tensor(v):
+                    tensors[f"opt.{idx}.{name}"] = v.clone()
+                else:
+                    scalars[f"{idx}.{name}"] = v
+        info = {"epoch": self.epoch, "failed": self.failed, "stopped": self.stopped, "best_info": self.best_info,
+                "es": _common.es_state_to_json(self.es_state), "run_ids": [self.run_.run_id],
+                "opt_groups": opt["param_groups"], "opt_scalars": scalars}
+        return tensors, info
+
+    def load_state(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
+        if info["run_ids"] != [self.run_.run_id]:
+            raise ValueError("checkpoint belongs to another run")
+        part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+        self.model.load_state_dict(part("model."))
+        best = part("best.")
+        if best.keys() != self.best.keys():
+            raise ValueError("checkpoint holds another model's best weights")
+        self.best = {k: best[k] for k in self.best}
+        state: dict[int, dict] = {}
+        for key, v in [*part("opt.").items(), *info["opt_scalars"].items()]:
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
+        self.opt.load_state_dict({"state": state, "param_groups": info["opt_groups"]})
+        self.epoch, self.failed, self.stopped = info["epoch"], info["failed"], info["stopped"]
+        self.best_info = info["best_info"]
+        self.es_state = _common.es_state_from_json(info["es"])
