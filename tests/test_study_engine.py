@@ -120,6 +120,20 @@ def test_cli_runs_a_spec_and_prints_a_summary(tmp_path, capsys):
         "regulab study: error: spec.arms.dropout.p: must be a number in [0, 1), got 1.5"
 
 
+def test_user_model_with_extra_state_trains_without_mid_run_checkpoints(tmp_path):
+    f = tmp_path / "extra.py"
+    f.write_text("import torch\n"
+                 "class Net(torch.nn.Sequential):\n"
+                 "    def get_extra_state(self):\n        return {'note': 'not a tensor'}\n"
+                 "    def set_extra_state(self, state):\n        pass\n"
+                 "def make(input_shape, num_classes):\n"
+                 "    n = 1\n    for s in input_shape: n *= s\n"
+                 "    return Net(torch.nn.Flatten(), torch.nn.Linear(n, num_classes))\n")
+    spec = {**TINY, "seeds": 1, "arms": {"baseline": {}}, "model": {"kind": f"{f}:make"}}
+    res = regulab.Study(spec, out=tmp_path / "x", quiet=True).run()
+    assert {r["status"] for r in res.runs} == {"finished"} and len(res.epochs_of(res.runs[0]["run_id"])) == 4
+
+
 def test_user_factory_model_trains_per_run(tmp_path):
     spec = _factory_spec(tmp_path, seeds=1)
     res = regulab.Study(spec, out=tmp_path / "u", quiet=True).run()

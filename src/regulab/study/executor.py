@@ -108,7 +108,8 @@ class GroupJob:
         tensors, info = trainer.state()
         meta = {"state": json.dumps(info), "rows": json.dumps(rows),
                 "statuses": json.dumps({str(k): list(v) for k, v in statuses.items()})}
-        atomic_save(tensors, self.ckpt, meta)  # 1. checkpoint, durable
+        if tensors:  # empty: a user model whose state safetensors can't hold restarts when interrupted
+            atomic_save(tensors, self.ckpt, meta)  # 1. checkpoint, durable
         self.store.record_epochs(rows, statuses)  # 2. then the rows, one transaction
 
     def _finish(self, trainer, finals: list[dict], wall: float) -> None:

@@ -168,7 +168,9 @@ class RunTrainer:
                      train_loss_at_best=info["train_loss"], train_acc_at_best=info["train_acc"], failed=self.failed)]
 
     def member_weights(self, m: int = 0) -> dict[str, torch.Tensor]:
-        return {k: v.clone() for k, v in self.best.items() if v.is_floating_point()}
+        # the dense float tensors (safetensors holds no get_extra_state objects, sparse or int buffers)
+        return {k: v.clone() for k, v in self.best.items()
+                if torch.is_tensor(v) and v.layout == torch.strided and v.is_floating_point()}
 
     # -- checkpoint state --------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -178,8 +180,14 @@ class RunTrainer:
         (a user model may tie weights; safetensors refuses tensors that share memory). The data
         order and every random draw of an epoch derive from (seed, epoch), so continuing from an
         epoch boundary reproduces the uninterrupted run.
+
+        A model whose state_dict holds anything but dense tensors (``get_extra_state`` objects,
+        sparse buffers) has no mid-run checkpoint, ``({}, {})``: its run restarts when interrupted.
         """
-        tensors = {f"model.{k}": v.detach().clone() for k, v in self.model.state_dict().items()}
+        sd = self.model.state_dict()
+        if not all(torch.is_tensor(v) and v.layout == torch.strided for v in [*sd.values(), *self.best.values()]):
+            return {}, {}
+        tensors = {f"model.{k}": v.detach().clone() for k, v in sd.items()}
         tensors.update({f"best.{k}": v.clone() for k, v in self.best.items()})
         opt = self.opt.state_dict()
         scalars = {}
