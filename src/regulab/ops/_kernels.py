@@ -78,8 +78,8 @@ def bits_at(j, off, k0, hk):
 LANES = 64  # elements per inner run: its counter stays 32-bit, so LLVM keeps the hash in uint32 lanes
 
 
-@njit
-def _fill(x, out, start, k0, k1, t, s):
+@njit(inline="always")
+def _lanes(x, out, start, k0, k1, t, s):
     off, hk = block_keys(start, k1)
     z = x.dtype.type(0)
     n = x.size
@@ -95,18 +95,16 @@ def _fill(x, out, start, k0, k1, t, s):
 
 
 @njit
+def _fill(x, out, start, k0, k1, t, s):
+    _lanes(x, out, start, k0, k1, t, s)
+
+
+@njit
 def _fill_inplace(x, start, k0, k1, t, s):
-    # A separate loop for out is x: with two (aliased) arrays LLVM's runtime overlap
-    # check sends the loop to its scalar fallback, about 10x slower.
-    off, hk = block_keys(start, k1)
-    z = x.dtype.type(0)
-    n = x.size
-    for c in range(0, n - n % LANES, LANES):
-        base = uint32(off + uint32(c))
-        for l in range(LANES):
-            x[c + l] = x[c + l] * (s if bits_at(l, base, k0, hk) >= t else z)
-    for j in range(n - n % LANES, n):
-        x[j] = x[j] * (s if bits_at(j, off, k0, hk) >= t else z)
+    # Its own compiled function, with x as both operands of the inlined loop: given two
+    # array arguments (aliased when out is x) LLVM's runtime overlap check sends the loop
+    # to its scalar fallback, about 10x slower.
+    _lanes(x, x, start, k0, k1, t, s)
 
 
 @njit(inline="always")
