@@ -123,7 +123,7 @@ def _sincos(b):
             _f32_from_bits(uint32(_bits_from_f32(s0) ^ sneg)))
 
 
-TILE = 2048  # pairs per tile: the tile's normals (2·TILE float32, 16 KiB) stay in L1
+TILE = 2048  # pairs per tile (a multiple of LANES): the tile's normals (2·TILE float32, 16 KiB) stay in L1
 
 
 @njit(inline="always", error_model="numpy")
@@ -131,19 +131,16 @@ def _hash_tile(w, j0, npair, off, k0, hk):
     """w[t], w[TILE + t] = the words of counters j0 + t and j0 + HALF + t.
 
     Runs of LANES pairs off a fixed base: the counter stays in uint32 lanes (a uint32
-    induction variable makes LLVM widen the whole hash to 64-bit lanes, 2x slower).
+    induction variable makes LLVM widen the whole hash to 64-bit lanes, 2x slower). A short
+    ``npair`` is rounded up to whole runs: the words past it are scratch (TILE is a multiple of LANES).
     """
     lo = uint32(uint32(j0) + off)
-    full = npair - npair % LANES
-    for c in range(0, full, LANES):
+    for c in range(0, npair, LANES):
         b0 = uint32(lo + uint32(c))
         b1 = uint32(b0 + uint32(HALF))
         for t in range(LANES):
             w[c + t] = bits_at(t, b0, k0, hk)
             w[TILE + c + t] = bits_at(t, b1, k0, hk)
-    for t in range(full, npair):
-        w[t] = bits_at(t, lo, k0, hk)
-        w[TILE + t] = bits_at(t, uint32(lo + uint32(HALF)), k0, hk)
 
 
 @njit(error_model="numpy")
