@@ -25,6 +25,24 @@ def test_alpha_kernel_equals_reference(n, dtype, linear):
 
 
 @pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_in_place_equal_out_of_place(n, dtype):
+    """``out`` given as ``x`` itself (the in-place ops): the same values as a separate output."""
+    x = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    a, bk, bd = alpha_constants(0.3, torch.float32 if dtype == np.float32 else torch.float64, False)
+    want, y = np.empty_like(x), x.copy()
+    K.alpha_affine(x, want, 7, 9, keep_threshold(0.3), a, bk, bd)
+    K.alpha_affine(y, y, 7, 9, keep_threshold(0.3), a, bk, bd)
+    assert np.array_equal(y, want)
+    sigma = np.array([0.5], np.float32)
+    for additive in (False, True):
+        want, y = np.empty_like(x), x.copy()
+        K.normal_apply(x, want, 7, 9, sigma, additive)
+        K.normal_apply(y, y, 7, 9, sigma, additive)
+        assert np.array_equal(y, want)
+
+
+@pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("additive", [False, True])
 def test_gaussian_kernel_equals_reference(n, dtype, additive):

@@ -238,8 +238,8 @@ def _normal_apply_py(x, out, k0, k1, sigma, row, additive):
         _normal_chunk(x[st:sp], out[st:sp], st, k0, k1, sigma, row, st, additive)
 
 
-@njit(error_model="numpy")
-def _alpha_block(x, out, start, k0, k1, t, a, bk, bd):
+@njit(inline="always", error_model="numpy")
+def _alpha_lanes(x, out, start, k0, k1, t, a, bk, bd):
     off, hk = block_keys(start, k1)
     z = x.dtype.type(0)
     n = x.size
@@ -254,12 +254,27 @@ def _alpha_block(x, out, start, k0, k1, t, a, bk, bd):
         out[j] = x[j] * (a if keep else z) + (bk if keep else bd)
 
 
-def _alpha_affine_py(x, out, k0, k1, t, a, bk, bd):
+@njit(error_model="numpy")
+def _alpha_block(x, out, start, k0, k1, t, a, bk, bd):
+    _alpha_lanes(x, out, start, k0, k1, t, a, bk, bd)
+
+
+@njit(error_model="numpy")
+def _alpha_block_inplace(x, start, k0, k1, t, a, bk, bd):
+    # x as both operands inside its own function (see _kernels._fill_inplace): two aliased
+    # array arguments send the loop to LLVM's scalar fallback, about 5x slower
+    _alpha_lanes(x, x, start, k0, k1, t, a, bk, bd)
+
+
+def _alpha_affine_py(x, out, k0, k1, t, a, bk, bd, inplace):
     nblocks = (x.size + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         st = b * BLOCK
         sp = min(st + BLOCK, x.size)  # blocks are aligned, so none crosses a 2^32 boundary
-        _alpha_block(x[st:sp], out[st:sp], st, k0, k1, t, a, bk, bd)
+        if inplace:
+            _alpha_block_inplace(x[st:sp], st, k0, k1, t, a, bk, bd)
+        else:
+            _alpha_block(x[st:sp], out[st:sp], st, k0, k1, t, a, bk, bd)
 
 
 def _keep_mask_py(out, k0, k1, t):
@@ -300,18 +315,28 @@ def _kernel(name: str, n: int):
 
 
 def alpha_affine(x: np.ndarray, out: np.ndarray, k0: int, k1: int, t: int, a, bk, bd) -> None:
-    """out = x·a + bk where bits >= t else x·0 + bd (flat arrays, ``out`` may alias ``x``)."""
+    """out = x·a + bk where bits >= t else x·0 + bd (flat arrays; ``out`` may be ``x``)."""
     d = x.dtype.type
-    _kernel("alpha", x.size)(x, out, np.uint32(k0), np.uint32(k1), np.uint32(t), d(a), d(bk), d(bd))
+    _kernel("alpha", x.size)(x, out, np.uint32(k0), np.uint32(k1), np.uint32(t), d(a), d(bk), d(bd), _aliased(x, out))
 
 
 def normal_apply(x: np.ndarray, out: np.ndarray, k0: int, k1: int, sigma: np.ndarray, additive: bool) -> None:
     """out = x + σz (additive) or x·(1 + σz), z the paired Box-Muller normals (flat arrays).
 
     ``sigma`` is float32 with one σ per member row: ``x`` is viewed as (len(sigma), -1).
+    ``out`` may be ``x``: the kernel then writes a scratch array, copied back (given two
+    aliased arrays its loops take LLVM's scalar fallback, about 8x slower).
     """
     row = max(1, x.size // len(sigma))
-    _kernel("normal", x.size)(x, out, np.uint32(k0), np.uint32(k1), sigma, np.int64(row), bool(additive))
+    dst = np.empty_like(out) if _aliased(x, out) else out
+    _kernel("normal", x.size)(x, dst, np.uint32(k0), np.uint32(k1), sigma, np.int64(row), bool(additive))
+    if dst is not out:
+        out[...] = dst
+
+
+def _aliased(x: np.ndarray, out: np.ndarray) -> bool:
+    """``out`` is ``x`` (same first element): the in-place case of a kernel taking (x, out)."""
+    return out.size > 0 and out.ctypes.data == x.ctypes.data
 
 
 def keep_mask(n: int, k0: int, k1: int, t: int) -> np.ndarray:
