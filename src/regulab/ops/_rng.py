@@ -18,9 +18,11 @@ bit for bit.
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 
-__all__ = ["MASK32", "mix_seed", "bits_ref", "keep_threshold", "draw_seed"]
+__all__ = ["MASK32", "mix_seed", "bits_ref", "keep_threshold", "draw_seed", "draw_seed_int"]
 
 MASK32 = 0xFFFFFFFF
 M1 = 0x7FEB352D
@@ -102,4 +104,36 @@ def draw_seed(generator: torch.Generator | None = None) -> torch.Tensor:
     steps get independent masks, and ``torch.manual_seed`` makes them reproducible.
     It is a tensor op (not ``.item()``) so ``torch.compile`` traces it.
     """
-    return torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, generator=generator)
+    return torch.randint(_LOW, _HIGH, (), dtype=torch.int64, generator=generator)
+
+
+_LOW, _HIGH = -(2**63), 2**63 - 1
+
+
+class _SeedSlot(threading.local):
+    """A thread's 0-dim int64 tensor for :func:`draw_seed_int`, and a numpy view of it."""
+
+    def __init__(self) -> None:
+        with torch.inference_mode(False):  # a normal tensor even if first drawn under inference_mode
+            self.t = torch.empty((), dtype=torch.int64)
+        self.v = self.t.numpy()
+
+
+_slot = _SeedSlot()
+
+
+def draw_seed_int(generator: torch.Generator | None = None) -> int:
+    """The value :func:`draw_seed` would return, as a Python int (eager mode only).
+
+    The same single draw (``randint`` is ``empty().random_(low, high)``), into a per-thread
+    buffer read through numpy: no new tensor and no ``.item()`` dispatch, which a training
+    step pays for every dropout layer.
+
+    Examples:
+        >>> _ = torch.manual_seed(3); a = int(draw_seed())
+        >>> _ = torch.manual_seed(3); a == draw_seed_int()
+        True
+    """
+    slot = _slot
+    slot.t.random_(_LOW, _HIGH, generator=generator)
+    return int(slot.v)

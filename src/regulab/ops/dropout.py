@@ -22,7 +22,7 @@ from .._validate import PROB, check, check_p, register
 from ..errors import format_error
 from . import _kernels
 from ._eager import plain_eager
-from ._rng import bits_ref, draw_seed, keep_threshold, mix_seed
+from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 
 __all__ = ["dropout", "masked_scale", "masked_scale_ref"]
 
@@ -209,7 +209,10 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
         True
     """
     p_member = None
-    if isinstance(p, Tensor):
+    if type(p) is float and 0.0 < p < 1.0:  # the usual call (a layer's rate): valid, nothing special
+        if not training or x.numel() == 0:
+            return x
+    elif isinstance(p, Tensor):
         p_member = _check_member_p(p, x)
         p = 0.0
     elif not isinstance(p, numbers.Real) or isinstance(p, bool):
@@ -221,6 +224,8 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
     if p_member is None and p == 1.0:
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return x.mul_(zero) if inplace else x.mul(zero)
+    if not inplace and plain_eager(x):  # the autograd.Function, its seed drawn as a Python int
+        return _MaskedScaleFn.apply(x, draw_seed_int(generator), p, p_member)
     seed = draw_seed(generator)
     if not inplace:
         return _apply(x, seed, p, p_member)
