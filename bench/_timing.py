@@ -24,14 +24,24 @@ retain_freed_memory()
 
 
 def median_seconds(fns: dict[str, Callable[[], object]], repeats: int = 9, warmup: int = 2,
-                   inner: int = 1) -> dict[str, float]:
-    """Median wall seconds of one call of each function, measured interleaved."""
+                   inner: int = 1, settle: bool = False) -> dict[str, float]:
+    """Median wall seconds of one call of each function, measured interleaved.
+
+    ``settle``: each timed call follows an untimed call of the same function, so it meets the
+    cache state its own previous call left (steady state, as in a loop of that op). For
+    memory-bound ops this matters: without it a call pays to write back the dirty output
+    lines of the competitor timed just before, while an op with non-temporal stores leaves
+    none for the next one: plain alternation charges it for torch's write-backs and never
+    torch for its own.
+    """
     for f in fns.values():
         for _ in range(warmup):
             f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            if settle:
+                f()
             t0 = time.perf_counter()
             for _ in range(inner):
                 f()
