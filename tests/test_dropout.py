@@ -344,3 +344,37 @@ def test_cuda_or_other_devices_use_the_reference(monkeypatch):
     torch.manual_seed(1)
     b = regulab.ops.dropout(x, 0.5)
     assert torch.equal(a, b)
+
+
+def test_eager_seed_draw_is_draw_seed_in_any_thread_and_mode():
+    """draw_seed_int: the value draw_seed draws (default and explicit generators), also from a
+    thread whose first draw happens under inference_mode (its buffer must stay a normal tensor)."""
+    import threading
+
+    from regulab.ops._rng import draw_seed, draw_seed_int
+
+    def seq(draw, gen=None):
+        out = []
+        with torch.inference_mode():
+            out.append(int(draw(gen)))
+        out += [int(draw(gen)) for _ in range(3)]
+        return out
+
+    torch.manual_seed(11)
+    want = seq(draw_seed)
+    want_g = seq(draw_seed, torch.Generator().manual_seed(4))
+    got, errors = {}, []
+
+    def worker():
+        try:
+            torch.manual_seed(11)  # the default generator is process-wide: same sequence
+            got["default"] = seq(draw_seed_int)
+            got["gen"] = seq(draw_seed_int, torch.Generator().manual_seed(4))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert not errors, errors
+    assert got == {"default": want, "gen": want_g}
