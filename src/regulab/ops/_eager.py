@@ -11,8 +11,9 @@ def plain_eager(x: Tensor) -> bool:
     """A plain tensor, not under ``torch.compile`` and no ``TorchFunctionMode`` watching.
 
     Only then may an op skip its ``torch.library`` custom op (whose Python dispatch costs
-    ~0.1 ms a call): tracers, compilers and function modes (``regulab doctor`` uses one)
-    must see the op.
+    ~0.1 ms a call): tracers, compilers, function modes (``regulab doctor`` uses one) and
+    ``torch.func`` transforms (vmap rules in :mod:`._vmap`) must see the op.
     """
     return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
-            and not torch._C._is_torch_function_mode_enabled())
+            and not torch._C._is_torch_function_mode_enabled()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(x))  # vmap/grad: the op's rules

@@ -18,6 +18,7 @@ from torch import Tensor
 from .._validate import NONNEG, POSITIVE, check, register
 from ._kernels_family import uniform
 from ._rng import bits_ref, draw_seed, mix_seed
+from ._vmap import register_per_sample_vmap
 
 __all__ = ["concrete_dropout", "concrete_regularizer", "uniform_like", "uniform_ref"]
 
@@ -44,6 +45,9 @@ def uniform_like(x: Tensor, seed: Tensor) -> Tensor:
 @uniform_like.register_fake
 def _(x, seed):
     return torch.empty(x.shape, dtype=torch.float32, device=x.device)
+
+
+register_per_sample_vmap(uniform_like)
 
 
 def concrete_dropout(x: Tensor, p_logit: Tensor, temperature: float = 0.1, training: bool = True, *,

@@ -17,6 +17,7 @@ from torch import Tensor
 from .._validate import POS_INT, PROB, check, check_p, register
 from ..errors import format_error
 from ._rng import draw_seed
+from ._vmap import register_per_sample_vmap
 from .shared import keep_bits
 
 __all__ = ["drop_block2d", "block_mask", "dropblock_gamma"]
@@ -68,6 +69,7 @@ def _backward(ctx, grad):
 
 
 drop_block_op.register_autograd(_backward, setup_context=_setup_context)
+register_per_sample_vmap(drop_block_op)
 
 
 def drop_block2d(x: Tensor, p: float = 0.1, block_size: int = 7, training: bool = True, *,

@@ -22,6 +22,7 @@ from .._validate import PROB, check, check_p, register
 from ..errors import format_error
 from . import _kernels
 from ._eager import plain_eager
+from ._vmap import register_per_sample_vmap
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 
 __all__ = ["dropout", "masked_scale", "masked_scale_ref"]
@@ -126,6 +127,7 @@ def _backward(ctx, grad):
 
 
 masked_scale.register_autograd(_backward, setup_context=_setup_context)
+register_per_sample_vmap(masked_scale)
 
 
 @torch.library.custom_op("regulab::masked_scale_", mutates_args=("x",))
@@ -135,6 +137,9 @@ def _masked_scale_(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None = 
     else:
         x.copy_(_run(x.contiguous(), torch.empty_like(x, memory_format=torch.contiguous_format),
                      int(seed), p, p_member).view(x.shape))
+
+
+register_per_sample_vmap(_masked_scale_, mutates=True)
 
 
 class _MaskedScaleFn(torch.autograd.Function):

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ._eager import plain_eager
+from ._vmap import register_per_sample_vmap
 
 from .._validate import PROB, check_p, register
 from ..errors import format_error
@@ -132,11 +133,15 @@ def _backward(ctx, grad):
 
 
 shared_scale.register_autograd(_backward, setup_context=_setup_context)
+register_per_sample_vmap(shared_scale)
 
 
 @torch.library.custom_op("regulab::shared_scale_", mutates_args=("x",))
 def _shared_scale_(x: Tensor, seed: Tensor, p: float, shape: list[int], mode: str) -> None:
     _apply(x, x, int(seed), p, shape, mode)
+
+
+register_per_sample_vmap(_shared_scale_, mutates=True)
 
 
 def eager_plain(x: Tensor) -> bool:
