@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._functorch import transformed
+
 __all__ = ["plain_eager"]
 
 
@@ -12,8 +14,8 @@ def plain_eager(x: Tensor) -> bool:
 
     Only then may an op skip its ``torch.library`` custom op (whose Python dispatch costs
     ~0.1 ms a call): tracers, compilers, function modes (``regulab doctor`` uses one) and
-    ``torch.func`` transforms (vmap rules in :mod:`._vmap`) must see the op.
+    ``torch.func`` transforms (:mod:`._functorch`) must see the op.
     """
     return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
             and not torch._C._is_torch_function_mode_enabled()
-            and not torch._C._functorch.is_functorch_wrapped_tensor(x))  # vmap/grad: the op's rules
+            and not transformed())

@@ -22,7 +22,7 @@ from .._validate import PROB, check_p, register
 from ._kernels import as_array, supported
 from ._kernels_family import alpha_affine
 from ._rng import bits_ref, draw_seed, keep_threshold, mix_seed
-from ._vmap import register_per_sample_vmap
+from ._functorch import functorch_twin, register_per_sample_vmap
 from .channel import feature_shape
 from .shared import ALPHA, apply_shared, eager_plain
 
@@ -88,11 +88,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     (seed,) = ctx.saved_tensors
-    return alpha_affine_op(grad, seed, ctx.p, True), None, None, None
+    return _alpha_twin.call(grad, seed, ctx.p, True), None, None, None
 
 
 alpha_affine_op.register_autograd(_backward, setup_context=_setup_context)
 register_per_sample_vmap(alpha_affine_op)
+_alpha_twin = functorch_twin(alpha_affine_op, _setup_context, _backward)
 
 
 def alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
@@ -133,7 +134,7 @@ def alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: boo
         xc = x.contiguous()
         y = _run(xc, xc if inplace and xc is x else torch.empty_like(xc), int(seed), p, False)
     else:
-        y = alpha_affine_op(x, seed, p, False)
+        y = _alpha_twin.call(x, seed, p, False)
     return x if y is x else (x.copy_(y) if inplace else y)
 
 

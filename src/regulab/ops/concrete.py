@@ -18,7 +18,7 @@ from torch import Tensor
 from .._validate import NONNEG, POSITIVE, check, register
 from ._kernels_family import uniform
 from ._rng import bits_ref, draw_seed, mix_seed
-from ._vmap import register_per_sample_vmap
+from ._functorch import register_per_sample_vmap
 
 __all__ = ["concrete_dropout", "concrete_regularizer", "uniform_like", "uniform_ref"]
 

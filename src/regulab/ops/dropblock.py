@@ -17,7 +17,7 @@ from torch import Tensor
 from .._validate import POS_INT, PROB, check, check_p, register
 from ..errors import format_error
 from ._rng import draw_seed
-from ._vmap import register_per_sample_vmap
+from ._functorch import functorch_twin, register_per_sample_vmap
 from .shared import keep_bits
 
 __all__ = ["drop_block2d", "block_mask", "dropblock_gamma"]
@@ -65,11 +65,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     (seed,) = ctx.saved_tensors
-    return drop_block_op(grad, seed, ctx.p, ctx.block), None, None, None
+    return _drop_block_twin.call(grad, seed, ctx.p, ctx.block), None, None, None
 
 
 drop_block_op.register_autograd(_backward, setup_context=_setup_context)
 register_per_sample_vmap(drop_block_op)
+_drop_block_twin = functorch_twin(drop_block_op, _setup_context, _backward)
 
 
 def drop_block2d(x: Tensor, p: float = 0.1, block_size: int = 7, training: bool = True, *,
@@ -106,4 +107,4 @@ def drop_block2d(x: Tensor, p: float = 0.1, block_size: int = 7, training: bool 
         raise ValueError(format_error("drop_block2d", "input", "4-D (N, C, H, W)", f"a {x.dim()}-D tensor"))
     if not training or x.numel() == 0 or p == 0.0:
         return x
-    return drop_block_op(x, draw_seed(generator), p, int(block_size))
+    return _drop_block_twin.call(x, draw_seed(generator), p, int(block_size))

@@ -22,7 +22,7 @@ from .._validate import PROB, check, check_p, register
 from ..errors import format_error
 from . import _kernels
 from ._eager import plain_eager
-from ._vmap import register_per_sample_vmap
+from ._functorch import functorch_twin, register_per_sample_vmap
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 
 __all__ = ["dropout", "masked_scale", "masked_scale_ref"]
@@ -123,11 +123,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     seed, *rest = ctx.saved_tensors
-    return masked_scale(grad, seed, ctx.p, rest[0] if rest else None), None, None, None
+    return _masked_scale_twin.call(grad, seed, ctx.p, rest[0] if rest else None), None, None, None
 
 
 masked_scale.register_autograd(_backward, setup_context=_setup_context)
 register_per_sample_vmap(masked_scale)
+_masked_scale_twin = functorch_twin(masked_scale, _setup_context, _backward)
 
 
 @torch.library.custom_op("regulab::masked_scale_", mutates_args=("x",))
@@ -166,7 +167,7 @@ def _apply(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None) -> Tensor
     (under torch.compile, tensor subclasses and function modes, which must see the op)."""
     if plain_eager(x):
         return _MaskedScaleFn.apply(x, int(seed), p, p_member)
-    return masked_scale(x, seed, p, p_member)
+    return _masked_scale_twin.call(x, seed, p, p_member)
 
 
 def _check_member_p(p: Tensor, x: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from ..errors import format_error
 from . import _kernels_family as K
 from ._kernels import BLOCK, as_array, supported
 from ._rng import bits_ref, draw_seed, mix_seed
-from ._vmap import register_per_sample_vmap
+from ._functorch import functorch_twin, register_per_sample_vmap
 from .shared import eager_plain
 
 __all__ = ["gaussian_dropout", "gaussian_noise", "normal_ref", "gaussian_apply_ref", "add_member_noise_"]
@@ -138,7 +138,7 @@ def _apply(x: Tensor, seed: Tensor, sigma: float, additive: bool, member_sigma: 
     """The custom op, or its body directly when no graph is needed (the dispatch costs ~0.1–0.3 ms)."""
     if eager_plain(x):
         return _run(x, int(seed), sigma, additive, member_sigma)
-    return gaussian_apply(x, seed, sigma, additive, member_sigma)
+    return _gaussian_twin.call(x, seed, sigma, additive, member_sigma)
 
 
 @gaussian_apply.register_fake
@@ -157,11 +157,12 @@ def _backward(ctx, grad):
         return grad, None, None, None, None
     seed, *member_sigma = ctx.saved_tensors
     # linear in x: the same noise
-    return gaussian_apply(grad, seed, ctx.sigma, False, member_sigma[0] if ctx.members else None), None, None, None, None
+    return _gaussian_twin.call(grad, seed, ctx.sigma, False, member_sigma[0] if ctx.members else None), None, None, None, None
 
 
 gaussian_apply.register_autograd(_backward, setup_context=_setup_context)
 register_per_sample_vmap(gaussian_apply)
+_gaussian_twin = functorch_twin(gaussian_apply, _setup_context, _backward)
 
 
 def gaussian_dropout(x: Tensor, p: float = 0.5, training: bool = True, *,

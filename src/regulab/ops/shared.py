@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ._eager import plain_eager
-from ._vmap import register_per_sample_vmap
+from ._functorch import functorch_twin, register_per_sample_vmap
 
 from .._validate import PROB, check_p, register
 from ..errors import format_error
@@ -129,11 +129,12 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     (seed,) = ctx.saved_tensors
     mode = "alpha_linear" if ctx.mode == "alpha" else ctx.mode
-    return shared_scale(grad, seed, ctx.p, ctx.shape, mode), None, None, None, None
+    return _shared_scale_twin.call(grad, seed, ctx.p, ctx.shape, mode), None, None, None, None
 
 
 shared_scale.register_autograd(_backward, setup_context=_setup_context)
 register_per_sample_vmap(shared_scale)
+_shared_scale_twin = functorch_twin(shared_scale, _setup_context, _backward)
 
 
 @torch.library.custom_op("regulab::shared_scale_", mutates_args=("x",))
@@ -166,10 +167,11 @@ def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode:
     shape = [int(s) for s in shape]
     if eager_plain(x):
         return _apply(x, x if inplace else None, int(seed), p, shape, mode)
+    op = _shared_scale_twin.call
     if not inplace:
-        return shared_scale(x, seed, p, shape, mode)
+        return op(x, seed, p, shape, mode)
     if torch.is_grad_enabled() and x.requires_grad:
-        return x.copy_(shared_scale(x, seed, p, shape, mode))  # autograd sees a copy: no mask kept
+        return x.copy_(op(x, seed, p, shape, mode))  # autograd sees a copy: no mask kept
     _shared_scale_(x, seed, p, shape, mode)
     return x
 

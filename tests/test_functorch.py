@@ -1,9 +1,12 @@
-"""regulab's seeded ops under ``torch.func.vmap``: each batch element gets what the op gives its
-slice outside vmap, with one seed for all elements (``randomness="same"``) or its own seed
-(``"different"``); ``"error"`` refuses the seed draw."""
+"""regulab's seeded ops under ``torch.func`` transforms.
+
+``vmap``: each batch element gets what the op gives its slice outside vmap, with one seed for
+all elements (``randomness="same"``) or its own seed (``"different"``); ``"error"`` refuses the
+seed draw. ``grad``: the gradient torch's autograd gives for the same seed, alone and under vmap.
+"""
 import pytest
 import torch
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, grad, stack_module_state, vmap
 
 import regulab
 from regulab import ops
@@ -80,10 +83,58 @@ def test_every_op_has_its_own_batching_rule():
     import subprocess
     import sys
     from pathlib import Path
-    code = ("import torch, tests.test_vmap as t\n"
+    code = ("import torch, tests.test_functorch as t\n"
             "for f in t.OPS.values():\n"
             "    torch.func.vmap(f, randomness='different')(t.X)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stderr[-2000:]
     assert "batching rule" not in r.stderr, r.stderr[-2000:]
+
+
+W = torch.randn(*X.shape[1:])
+
+
+def _loss(f):
+    return lambda t: (f(t) * W).sum()
+
+
+def _autograd(f, x: torch.Tensor, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    t = x.clone().requires_grad_()
+    _loss(f)(t).backward()
+    return t.grad
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_grad_transform_equals_autograd_for_the_same_seed(name):
+    torch.manual_seed(1)
+    got = grad(_loss(OPS[name]))(X[0])
+    torch.testing.assert_close(got, _autograd(OPS[name], X[0], 1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_vmap_of_grad_is_per_sample_autograd(name):
+    torch.manual_seed(1)
+    got = vmap(grad(_loss(OPS[name])), randomness="same")(X)
+    want = torch.stack([_autograd(OPS[name], X[b], 1) for b in range(X.shape[0])])
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_ensemble_training_step_with_vmap_grad():
+    """Per-member gradients of a stacked ensemble (the torch.func recipe), each member with its
+    own dropout mask: a member's gradient is the one its mask gives, zero where it dropped."""
+    models = [torch.nn.Sequential(torch.nn.Linear(8, 16), regulab.nn.Dropout(0.5), torch.nn.Linear(16, 1))
+              for _ in range(4)]
+    params, buffers = stack_module_state(models)
+    x = torch.randn(1, 8)
+
+    def loss(p, b):
+        return functional_call(models[0], (p, b), (x,)).sum()
+
+    g = vmap(grad(loss), randomness="different")(params, buffers)
+    # d loss / d W2 = dropout(h): zero exactly on the units each member dropped
+    h = torch.stack([torch.relu(m[0](x)) for m in models])  # (4, 1, 16) pre-dropout activations
+    dropped = (g["2.weight"] == 0) & (h != 0)
+    assert g["2.weight"].shape == (4, 1, 16)
+    assert dropped.any() and not torch.equal(dropped[0], dropped[1])

@@ -1,4 +1,6 @@
-"""``torch.func.vmap`` rules for regulab's custom ops: one call per batch element.
+"""regulab's custom ops under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev`` ...).
+
+**vmap**: a rule per op, one call per batch element.
 
 Under ``vmap`` a seeded op sees its seed as a batched tensor when the caller asked
 for ``randomness="different"`` (each element draws its own seed, so its own mask)
@@ -9,14 +11,25 @@ element gets exactly what the op gives that element's slice and seed outside ``v
 
 Without a rule functorch would run its generic per-sample fallback for the out-of-place
 ops (printing a performance warning on every use) and could not run the in-place ones.
-``torch.func.grad`` over these ops is not covered: torch's ``custom_op`` autograd does not
-support functorch's grad transforms.
+
+**grad**: torch's ``custom_op`` autograd is an old-style ``autograd.Function``, which
+functorch's grad transforms refuse. So each differentiable op also has a *twin*
+(:func:`functorch_twin`): a new-style ``autograd.Function`` whose forward is the custom op,
+whose ``setup_context``/``backward`` are the ones registered with it, and whose vmap rule is
+the per-element loop. Ops, and their backward, call ``twin.call``: the twin while a transform
+is active, the custom op otherwise.
 """
 from __future__ import annotations
 
 import torch
 
-__all__ = ["register_per_sample_vmap"]
+__all__ = ["register_per_sample_vmap", "functorch_twin", "transformed"]
+
+
+def transformed() -> bool:
+    """A ``torch.func`` transform is active (even a plain captured tensor then needs the twin:
+    functorch refuses old-style autograd Functions such as the custom op's anywhere inside one)."""
+    return torch._C._are_functorch_transforms_active()
 
 
 def _batched(a, d) -> bool:
@@ -45,3 +58,23 @@ def register_per_sample_vmap(op, mutates: bool = False) -> None:
         def rule(info, in_dims, *args):
             return torch.stack([op(*_slice(args, in_dims, b)) for b in range(info.batch_size)]), 0
     op.register_vmap(rule)
+
+
+def functorch_twin(op, setup_context, backward):
+    """A new-style ``autograd.Function`` computing custom op ``op``, for ``torch.func`` transforms.
+
+    ``setup_context(ctx, inputs, output)`` and ``backward(ctx, grad)`` are those registered with
+    ``op.register_autograd`` (a backward that applies the op again calls ``twin.call``).
+    ``twin.call(*args)``: the twin under a ``torch.func`` transform, else the custom op.
+    """
+    def forward(*args):
+        return op(*args)
+
+    def vmap(info, in_dims, *args):
+        return torch.stack([twin.apply(*_slice(args, in_dims, b)) for b in range(info.batch_size)]), 0
+
+    twin = type(f"{getattr(op, '_name', 'op')}_functorch", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward), "vmap": staticmethod(vmap)})
+    twin.call = staticmethod(lambda *args: (twin.apply if transformed() else op)(*args))
+    return twin
