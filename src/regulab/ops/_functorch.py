@@ -1,23 +1,22 @@
 """regulab's custom ops under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev`` ...).
 
-**vmap**: a rule per op, one call per batch element.
+**grad**: torch's ``custom_op`` autograd is an old-style ``autograd.Function``, which
+functorch's transforms refuse. So each differentiable op has a *twin*
+(:func:`functorch_twin`): a new-style ``autograd.Function`` whose forward is the custom op,
+whose ``setup_context``/``backward`` are the ones registered with it, and which has a vmap
+rule. Ops, and their backward, call ``twin.call``: the twin while a transform is active,
+the custom op otherwise.
 
-Under ``vmap`` a seeded op sees its seed as a batched tensor when the caller asked
-for ``randomness="different"`` (each element draws its own seed, so its own mask)
-and as a plain one for ``"same"`` (one seed, the same mask for every element); with
-``"error"`` the seed draw itself raises. The rule runs the op once per batch element,
+**vmap**: one call per batch element. A seeded op sees its seed as a batched tensor when
+the caller asked for ``randomness="different"`` (each element draws its own seed, so its
+own mask) and as a plain one for ``"same"`` (one seed, the same mask for every element);
+with ``"error"`` the seed draw itself raises. The rule runs the op once per batch element,
 indexing every batched argument along its batch dim, and stacks the results, so each
 element gets exactly what the op gives that element's slice and seed outside ``vmap``.
-
-Without a rule functorch would run its generic per-sample fallback for the out-of-place
-ops (printing a performance warning on every use) and could not run the in-place ones.
-
-**grad**: torch's ``custom_op`` autograd is an old-style ``autograd.Function``, which
-functorch's grad transforms refuse. So each differentiable op also has a *twin*
-(:func:`functorch_twin`): a new-style ``autograd.Function`` whose forward is the custom op,
-whose ``setup_context``/``backward`` are the ones registered with it, and whose vmap rule is
-the per-element loop. Ops, and their backward, call ``twin.call``: the twin while a transform
-is active, the custom op otherwise.
+The twins carry this rule; the ops called without a twin (the in-place ones, the uniform
+noise of concrete dropout) get it from :func:`register_per_sample_vmap`. Without a rule
+functorch would run its generic per-sample fallback (printing a performance warning on
+every use), which cannot run in-place ops.
 """
 from __future__ import annotations
 

@@ -127,7 +127,6 @@ def _backward(ctx, grad):
 
 
 masked_scale.register_autograd(_backward, setup_context=_setup_context)
-register_per_sample_vmap(masked_scale)
 _masked_scale_twin = functorch_twin(masked_scale, _setup_context, _backward)
 
 

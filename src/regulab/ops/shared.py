@@ -133,7 +133,6 @@ def _backward(ctx, grad):
 
 
 shared_scale.register_autograd(_backward, setup_context=_setup_context)
-register_per_sample_vmap(shared_scale)
 _shared_scale_twin = functorch_twin(shared_scale, _setup_context, _backward)
 
 
