@@ -300,6 +300,8 @@ def test_inplace_writes_into_input_with_and_without_autograd():
 
 
 def test_threads_are_capped_by_torch():
+    import threading
+
     import numba
 
     before = torch.get_num_threads()
@@ -307,6 +309,17 @@ def test_threads_are_capped_by_torch():
         torch.set_num_threads(1)
         regulab.ops.dropout(torch.randn(_kernels.PARALLEL_MIN), 0.5)  # parallel path
         assert numba.get_num_threads() == 1
+        # numba's count is per calling thread: a dropout call from another thread is capped too
+        seen = []
+
+        def worker():
+            regulab.ops.dropout(torch.randn(_kernels.PARALLEL_MIN), 0.5)
+            seen.append(numba.get_num_threads())
+
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert seen == [1]
     finally:
         torch.set_num_threads(before)
 

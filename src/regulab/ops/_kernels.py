@@ -8,6 +8,7 @@ Every kernel here has a torch reference and tests compare the two bit for bit.
 from __future__ import annotations
 
 import hashlib
+import threading
 import types
 from pathlib import Path
 
@@ -171,15 +172,15 @@ def supported(x: torch.Tensor) -> bool:
     return x.is_cpu and x.dtype in _NUMBA_DTYPES
 
 
-_threads = [None]
+_threads = threading.local()  # numba's thread count is per calling thread; torch's is per process
 
 
 def set_threads() -> None:
     """Cap numba's threads at torch's current setting (cheap when unchanged)."""
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if _threads[0] != n:
+    if getattr(_threads, "n", None) != n:
         numba.set_num_threads(n)
-        _threads[0] = n
+        _threads.n = n
 
 
 def as_array(t: torch.Tensor) -> np.ndarray:
