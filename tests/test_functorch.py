@@ -79,13 +79,15 @@ def test_stacked_ensemble_of_modules_with_regulab_dropout():
 
 def test_every_op_has_its_own_batching_rule():
     """No op falls back to functorch's generic per-sample loop (which warns on every use and
-    cannot run the in-place ops). Checked in a fresh process: the warning is printed once."""
+    cannot run the in-place ops), eager or under torch.compile (which calls the custom ops
+    themselves). Checked in a fresh process: the warning is printed once."""
     import subprocess
     import sys
     from pathlib import Path
     code = ("import torch, tests.test_functorch as t\n"
             "for f in t.OPS.values():\n"
-            "    torch.func.vmap(f, randomness='different')(t.X)\n")
+            "    torch.func.vmap(f, randomness='different')(t.X)\n"
+            "    torch.compile(torch.func.vmap(f, randomness='same'), backend='eager')(t.X)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stderr[-2000:]
@@ -138,3 +140,42 @@ def test_ensemble_training_step_with_vmap_grad():
     dropped = (g["2.weight"] == 0) & (h != 0)
     assert g["2.weight"].shape == (4, 1, 16)
     assert dropped.any() and not torch.equal(dropped[0], dropped[1])
+
+
+INPLACE = [name for name in OPS if name.endswith("in place")]
+
+
+@pytest.mark.parametrize("name", INPLACE)
+def test_in_place_op_under_vmap_keeps_the_mask_in_the_gradient(name):
+    """Inside vmap x.requires_grad is False even when an outer level differentiates: the op
+    must still go through autograd (a copy of the out-of-place op), not the bare in-place op."""
+    f = OPS[name]
+    w = X.clone().requires_grad_()
+    torch.manual_seed(2)
+    y = vmap(lambda t: f(t * 1), randomness="same")(w)
+    (y * W).sum().backward()
+    want = torch.stack([_autograd(f, X[b], 2) for b in range(X.shape[0])])
+    torch.testing.assert_close(w.grad, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_grad_of_vmap_is_per_sample_autograd(name):
+    torch.manual_seed(3)
+    got = grad(lambda t: (vmap(OPS[name], randomness="same")(t) * W).sum())(X)
+    want = torch.stack([_autograd(OPS[name], X[b], 3) for b in range(X.shape[0])])
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_in_place_under_vmap_on_an_expanded_input_is_refused():
+    x = torch.ones(1, 8).expand(3, 8)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="share memory|single memory location"):
+        vmap(lambda t: ops.dropout(t, 0.5, inplace=True), randomness="different")(x)
+
+
+def test_import_under_a_non_cpu_default_device():
+    """The per-thread seed buffer is a CPU tensor whatever the default device."""
+    import subprocess
+    import sys
+    code = "import torch; torch.set_default_device('meta'); import regulab.ops; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

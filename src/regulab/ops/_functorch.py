@@ -1,4 +1,4 @@
-"""regulab's custom ops under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev`` ...).
+"""regulab's custom ops under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``, compositions).
 
 **grad**: torch's ``custom_op`` autograd is an old-style ``autograd.Function``, which
 functorch's transforms refuse. So each differentiable op has a *twin*
@@ -13,12 +13,15 @@ own mask) and as a plain one for ``"same"`` (one seed, the same mask for every e
 with ``"error"`` the seed draw itself raises. The rule runs the op once per batch element,
 indexing every batched argument along its batch dim, and stacks the results, so each
 element gets exactly what the op gives that element's slice and seed outside ``vmap``.
-The twins carry this rule; the ops called without a twin (the in-place ones, the uniform
-noise of concrete dropout) get it from :func:`register_per_sample_vmap`. Without a rule
-functorch would run its generic per-sample fallback (printing a performance warning on
-every use), which cannot run in-place ops.
+The twins carry this rule, and every custom op gets it too (:func:`register_per_sample_vmap`):
+the in-place ops and concrete dropout's uniforms run without a twin, and ``torch.compile``
+over a transform calls the custom ops themselves. Without a rule functorch would run its
+generic per-sample fallback (printing a performance warning on every use), which cannot
+run in-place ops. Forward-mode AD (``jvp``, ``jacfwd``) is not supported.
 """
 from __future__ import annotations
+
+import inspect
 
 import torch
 
@@ -47,9 +50,13 @@ def register_per_sample_vmap(op, mutates: bool = False) -> None:
     """
     if mutates:
         def rule(info, in_dims, *args):
+            name = getattr(op, "_name", op)
             if not _batched(args[0], in_dims[0]) and any(_batched(a, d) for a, d in zip(args[1:], in_dims[1:])):
-                raise RuntimeError(f"vmap: {getattr(op, '_name', op)} would write batched values into an unbatched input; "
+                raise RuntimeError(f"vmap: {name} would write batched values into an unbatched input; "
                                    "use the out-of-place op (inplace=False)")
+            if _batched(args[0], in_dims[0]) and info.batch_size > 1 and args[0].stride(in_dims[0]) == 0:
+                raise RuntimeError(f"vmap: {name} in place on an input whose batch elements share memory "
+                                   "(an expanded tensor): clone() it first")
             for b in range(info.batch_size):
                 op(*_slice(args, in_dims, b))
             return None, None
@@ -66,8 +73,12 @@ def functorch_twin(op, setup_context, backward):
     ``op.register_autograd`` (a backward that applies the op again calls ``twin.call``).
     ``twin.call(*args)``: the twin under a ``torch.func`` transform, else the custom op.
     """
-    def forward(*args):
-        return op(*args)
+    # forward takes the op's own named parameters: given *args, dynamo (torch.compile over a
+    # transform) takes the first one for ctx
+    names = ", ".join(inspect.signature(op._init_fn).parameters)
+    scope = {"op": op}
+    exec(f"def forward({names}):\n    return op({names})\n", scope)  # noqa: S102 - names from the op's schema
+    forward = scope["forward"]
 
     def vmap(info, in_dims, *args):
         return torch.stack([twin.apply(*_slice(args, in_dims, b)) for b in range(info.batch_size)]), 0

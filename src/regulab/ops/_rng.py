@@ -115,7 +115,7 @@ class _SeedSlot(threading.local):
 
     def __init__(self) -> None:
         with torch.inference_mode(False):  # a normal tensor even if first drawn under inference_mode
-            self.t = torch.empty((), dtype=torch.int64)
+            self.t = torch.empty((), dtype=torch.int64, device="cpu")  # whatever the default device
         self.v = self.t.numpy()
 
 

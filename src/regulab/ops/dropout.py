@@ -22,7 +22,7 @@ from .._validate import PROB, check, check_p, register
 from ..errors import format_error
 from . import _kernels
 from ._eager import plain_eager
-from ._functorch import functorch_twin, register_per_sample_vmap
+from ._functorch import functorch_twin, register_per_sample_vmap, transformed
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 
 __all__ = ["dropout", "masked_scale", "masked_scale_ref"]
@@ -127,6 +127,7 @@ def _backward(ctx, grad):
 
 
 masked_scale.register_autograd(_backward, setup_context=_setup_context)
+register_per_sample_vmap(masked_scale)
 _masked_scale_twin = functorch_twin(masked_scale, _setup_context, _backward)
 
 
@@ -234,7 +235,8 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
     seed = draw_seed(generator)
     if not inplace:
         return _apply(x, seed, p, p_member)
-    if torch.is_grad_enabled() and x.requires_grad:
+    # under a torch.func transform x.requires_grad says nothing about outer levels: always copy
+    if torch.is_grad_enabled() and (x.requires_grad or transformed()):
         return x.copy_(_apply(x, seed, p, p_member))  # autograd sees a copy: no mask kept
     if plain_eager(x):
         _run(x, x, int(seed), p, p_member) if x.is_contiguous() else x.copy_(_apply(x, seed, p, p_member))

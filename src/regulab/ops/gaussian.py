@@ -25,7 +25,7 @@ from ..errors import format_error
 from . import _kernels_family as K
 from ._kernels import BLOCK, as_array, supported
 from ._rng import bits_ref, draw_seed, mix_seed
-from ._functorch import functorch_twin
+from ._functorch import functorch_twin, register_per_sample_vmap
 from .shared import eager_plain
 
 __all__ = ["gaussian_dropout", "gaussian_noise", "normal_ref", "gaussian_apply_ref", "add_member_noise_"]
@@ -161,6 +161,7 @@ def _backward(ctx, grad):
 
 
 gaussian_apply.register_autograd(_backward, setup_context=_setup_context)
+register_per_sample_vmap(gaussian_apply)
 _gaussian_twin = functorch_twin(gaussian_apply, _setup_context, _backward)
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ._eager import plain_eager
-from ._functorch import functorch_twin, register_per_sample_vmap
+from ._functorch import functorch_twin, register_per_sample_vmap, transformed
 
 from .._validate import PROB, check_p, register
 from ..errors import format_error
@@ -133,6 +133,7 @@ def _backward(ctx, grad):
 
 
 shared_scale.register_autograd(_backward, setup_context=_setup_context)
+register_per_sample_vmap(shared_scale)
 _shared_scale_twin = functorch_twin(shared_scale, _setup_context, _backward)
 
 
@@ -169,7 +170,8 @@ def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode:
     op = _shared_scale_twin.call
     if not inplace:
         return op(x, seed, p, shape, mode)
-    if torch.is_grad_enabled() and x.requires_grad:
+    # under a torch.func transform x.requires_grad says nothing about outer levels: always copy
+    if torch.is_grad_enabled() and (x.requires_grad or transformed()):
         return x.copy_(op(x, seed, p, shape, mode))  # autograd sees a copy: no mask kept
     _shared_scale_(x, seed, p, shape, mode)
     return x
