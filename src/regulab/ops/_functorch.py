@@ -73,12 +73,12 @@ def functorch_twin(op, setup_context, backward):
     ``op.register_autograd`` (a backward that applies the op again calls ``twin.call``).
     ``twin.call(*args)``: the twin under a ``torch.func`` transform, else the custom op.
     """
-    # forward takes the op's own named parameters: given *args, dynamo (torch.compile over a
-    # transform) takes the first one for ctx
-    names = ", ".join(inspect.signature(op._init_fn).parameters)
-    scope = {"op": op}
-    exec(f"def forward({names}):\n    return op({names})\n", scope)  # noqa: S102 - names from the op's schema
-    forward = scope["forward"]
+    def forward(*args):
+        return op(*args)
+
+    # the op's own named parameters: dynamo (torch.compile over a transform) reads forward's
+    # signature, and given *args it takes the first argument for ctx
+    forward.__signature__ = inspect.signature(op._init_fn)
 
     def vmap(info, in_dims, *args):
         return torch.stack([twin.apply(*_slice(args, in_dims, b)) for b in range(info.batch_size)]), 0
