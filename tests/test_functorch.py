@@ -3,10 +3,11 @@
 ``vmap``: each batch element gets what the op gives its slice outside vmap, with one seed for
 all elements (``randomness="same"``) or its own seed (``"different"``); ``"error"`` refuses the
 seed draw. ``grad``: the gradient torch's autograd gives for the same seed, alone and under vmap.
+``jvp``: every op is elementwise and linear in its input, so the tangent equals that gradient form.
 """
 import pytest
 import torch
-from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.func import functional_call, grad, jacfwd, jacrev, jvp, stack_module_state, vmap
 
 import regulab
 from regulab import ops
@@ -179,3 +180,19 @@ def test_import_under_a_non_cpu_default_device():
     code = "import torch; torch.set_default_device('meta'); import regulab.ops; print('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_jvp_is_the_diagonal_jacobian_applied_to_the_tangent(name):
+    torch.manual_seed(5)
+    _, tangent = jvp(OPS[name], (X[0],), (W,))
+    torch.testing.assert_close(tangent, _autograd(OPS[name], X[0], 5), rtol=0, atol=0)
+
+
+def test_jacfwd_equals_jacrev():
+    x = torch.randn(7, dtype=torch.float64)
+    torch.manual_seed(1)
+    fwd = jacfwd(lambda t: ops.alpha_dropout(t, 0.4), randomness="same")(x)
+    torch.manual_seed(1)
+    rev = jacrev(lambda t: ops.alpha_dropout(t, 0.4))(x)
+    assert torch.equal(fwd, rev) and torch.count_nonzero(fwd - torch.diag(torch.diagonal(fwd))) == 0

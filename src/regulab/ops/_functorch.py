@@ -1,4 +1,4 @@
-"""regulab's custom ops under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``, compositions).
+"""regulab's custom ops under ``torch.func`` transforms (``vmap``, ``grad``, ``jvp`` and compositions).
 
 **grad**: torch's ``custom_op`` autograd is an old-style ``autograd.Function``, which
 functorch's transforms refuse. So each differentiable op has a *twin*
@@ -17,7 +17,11 @@ The twins carry this rule, and every custom op gets it too (:func:`register_per_
 the in-place ops and concrete dropout's uniforms run without a twin, and ``torch.compile``
 over a transform calls the custom ops themselves. Without a rule functorch would run its
 generic per-sample fallback (printing a performance warning on every use), which cannot
-run in-place ops. Forward-mode AD (``jvp``, ``jacfwd``) is not supported.
+run in-place ops.
+
+**jvp**: the twins' ``jvp`` is their backward applied to the tangent (every op is elementwise
+and linear in its input), so ``jvp``/``jacfwd`` work as well. Eager ``torch.autograd.forward_ad``
+outside ``torch.func`` is not covered.
 """
 from __future__ import annotations
 
@@ -66,12 +70,32 @@ def register_per_sample_vmap(op, mutates: bool = False) -> None:
     op.register_vmap(rule)
 
 
+class _SavedForBoth:
+    """The ctx a twin hands to an op's ``setup_context``: what it saves for backward is also
+    saved for forward-mode AD; attributes land on the real ctx."""
+
+    def __init__(self, ctx) -> None:
+        object.__setattr__(self, "_ctx", ctx)
+
+    def save_for_backward(self, *tensors) -> None:
+        self._ctx.save_for_backward(*tensors)
+        self._ctx.save_for_forward(*tensors)
+
+    def __setattr__(self, name, value) -> None:
+        setattr(self._ctx, name, value)
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+
 def functorch_twin(op, setup_context, backward):
     """A new-style ``autograd.Function`` computing custom op ``op``, for ``torch.func`` transforms.
 
     ``setup_context(ctx, inputs, output)`` and ``backward(ctx, grad)`` are those registered with
     ``op.register_autograd`` (a backward that applies the op again calls ``twin.call``).
     ``twin.call(*args)``: the twin under a ``torch.func`` transform, else the custom op.
+    Every op here is elementwise and linear in its input (``y = x·d + b``), so its Jacobian is
+    diagonal and the tangent of forward-mode AD takes the gradient's form: ``jvp`` is ``backward``.
     """
     def forward(*args):
         return op(*args)
@@ -80,11 +104,17 @@ def functorch_twin(op, setup_context, backward):
     # signature, and given *args it takes the first argument for ctx
     forward.__signature__ = inspect.signature(op._init_fn)
 
+    def setup(ctx, inputs, output):
+        setup_context(_SavedForBoth(ctx), inputs, output)
+
+    def jvp(ctx, x_tangent, *other_tangents):
+        return backward(ctx, x_tangent)[0]
+
     def vmap(info, in_dims, *args):
         return torch.stack([twin.apply(*_slice(args, in_dims, b)) for b in range(info.batch_size)]), 0
 
     twin = type(f"{getattr(op, '_name', 'op')}_functorch", (torch.autograd.Function,), {
-        "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
-        "backward": staticmethod(backward), "vmap": staticmethod(vmap)})
+        "forward": staticmethod(forward), "setup_context": staticmethod(setup),
+        "backward": staticmethod(backward), "jvp": staticmethod(jvp), "vmap": staticmethod(vmap)})
     twin.call = staticmethod(lambda *args: (twin.apply if transformed() else op)(*args))
     return twin
