@@ -196,3 +196,13 @@ def test_jacfwd_equals_jacrev():
     torch.manual_seed(1)
     rev = jacrev(lambda t: ops.alpha_dropout(t, 0.4))(x)
     assert torch.equal(fwd, rev) and torch.count_nonzero(fwd - torch.diag(torch.diagonal(fwd))) == 0
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_forward_ad_dual_tensors_carry_the_tangent(name):
+    """torch.autograd.forward_ad outside torch.func: the same tangent as torch.func.jvp."""
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        torch.manual_seed(5)
+        tangent = fwAD.unpack_dual(OPS[name](fwAD.make_dual(X[0], W))).tangent
+    torch.testing.assert_close(tangent, _autograd(OPS[name], X[0], 5), rtol=0, atol=0)

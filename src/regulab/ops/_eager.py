@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._functorch import transformed
+from ._functorch import needs_twin
 
 __all__ = ["plain_eager"]
 
@@ -14,8 +14,8 @@ def plain_eager(x: Tensor) -> bool:
 
     Only then may an op skip its ``torch.library`` custom op (whose Python dispatch costs
     ~0.1 ms a call): tracers, compilers, function modes (``regulab doctor`` uses one) and
-    ``torch.func`` transforms (:mod:`._functorch`) must see the op.
+    ``torch.func`` transforms and forward-mode AD (:mod:`._functorch`) must see the op.
     """
     return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
             and not torch._C._is_torch_function_mode_enabled()
-            and not transformed())
+            and not needs_twin())

@@ -20,22 +20,27 @@ generic per-sample fallback (printing a performance warning on every use), which
 run in-place ops.
 
 **jvp**: the twins' ``jvp`` is their backward applied to the tangent (every op is elementwise
-and linear in its input), so ``jvp``/``jacfwd`` work as well. Eager ``torch.autograd.forward_ad``
-outside ``torch.func`` is not covered.
+and linear in its input), so ``torch.func.jvp``/``jacfwd`` work, and so do dual tensors of
+``torch.autograd.forward_ad`` (inside a dual level the ops take the twins too).
 """
 from __future__ import annotations
 
 import inspect
 
 import torch
+from torch.autograd import forward_ad
 
-__all__ = ["register_per_sample_vmap", "functorch_twin", "transformed"]
+__all__ = ["register_per_sample_vmap", "functorch_twin", "needs_twin"]
 
 
-def transformed() -> bool:
-    """A ``torch.func`` transform is active (even a plain captured tensor then needs the twin:
-    functorch refuses old-style autograd Functions such as the custom op's anywhere inside one)."""
-    return torch._C._are_functorch_transforms_active()
+def needs_twin() -> bool:
+    """A ``torch.func`` transform or a forward-mode AD dual level is active.
+
+    Even a plain captured tensor then needs the twin: functorch refuses old-style autograd
+    Functions such as the custom op's anywhere inside a transform, and neither they nor the
+    direct eager paths carry forward-mode tangents (``torch.autograd.forward_ad``).
+    """
+    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
 
 
 def _batched(a, d) -> bool:
@@ -116,5 +121,5 @@ def functorch_twin(op, setup_context, backward):
     twin = type(f"{getattr(op, '_name', 'op')}_functorch", (torch.autograd.Function,), {
         "forward": staticmethod(forward), "setup_context": staticmethod(setup),
         "backward": staticmethod(backward), "jvp": staticmethod(jvp), "vmap": staticmethod(vmap)})
-    twin.call = staticmethod(lambda *args: (twin.apply if transformed() else op)(*args))
+    twin.call = staticmethod(lambda *args: (twin.apply if needs_twin() else op)(*args))
     return twin

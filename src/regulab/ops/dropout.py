@@ -22,7 +22,7 @@ from .._validate import PROB, check, check_p, register
 from ..errors import format_error
 from . import _kernels
 from ._eager import plain_eager
-from ._functorch import functorch_twin, register_per_sample_vmap, transformed
+from ._functorch import functorch_twin, needs_twin, register_per_sample_vmap
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 
 __all__ = ["dropout", "masked_scale", "masked_scale_ref"]
@@ -236,7 +236,7 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
     if not inplace:
         return _apply(x, seed, p, p_member)
     # under a torch.func transform x.requires_grad says nothing about outer levels: always copy
-    if torch.is_grad_enabled() and (x.requires_grad or transformed()):
+    if torch.is_grad_enabled() and (x.requires_grad or needs_twin()):
         return x.copy_(_apply(x, seed, p, p_member))  # autograd sees a copy: no mask kept
     if plain_eager(x):
         _run(x, x, int(seed), p, p_member) if x.is_contiguous() else x.copy_(_apply(x, seed, p, p_member))

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ._eager import plain_eager
-from ._functorch import functorch_twin, register_per_sample_vmap, transformed
+from ._functorch import functorch_twin, needs_twin, register_per_sample_vmap
 
 from .._validate import PROB, check_p, register
 from ..errors import format_error
@@ -171,7 +171,7 @@ def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode:
     if not inplace:
         return op(x, seed, p, shape, mode)
     # under a torch.func transform x.requires_grad says nothing about outer levels: always copy
-    if torch.is_grad_enabled() and (x.requires_grad or transformed()):
+    if torch.is_grad_enabled() and (x.requires_grad or needs_twin()):
         return x.copy_(op(x, seed, p, shape, mode))  # autograd sees a copy: no mask kept
     _shared_scale_(x, seed, p, shape, mode)
     return x
