@@ -206,3 +206,26 @@ def test_forward_ad_dual_tensors_carry_the_tangent(name):
         torch.manual_seed(5)
         tangent = fwAD.unpack_dual(OPS[name](fwAD.make_dual(X[0], W))).tangent
     torch.testing.assert_close(tangent, _autograd(OPS[name], X[0], 5), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", INPLACE)
+def test_in_place_under_no_grad_inside_a_dual_level_updates_the_tangent(name):
+    """Forward-mode AD ignores grad mode: an in-place op under no_grad still masks the tangent."""
+    import torch.autograd.forward_ad as fwAD
+    f = {"dropout in place": lambda t: ops.dropout(t, 0.5, inplace=True),
+         "dropout2d in place": lambda t: ops.dropout2d(t, 0.5, inplace=True)}[name]
+    with fwAD.dual_level():
+        d = fwAD.make_dual(X[0].clone(), W.clone())
+        with torch.no_grad():
+            torch.manual_seed(5)
+            f(d)
+        tangent = fwAD.unpack_dual(d).tangent
+    torch.testing.assert_close(tangent, _autograd(OPS[name], X[0], 5), rtol=0, atol=0)
+
+
+def test_an_additive_op_returns_a_tangent_of_its_own():
+    import torch.autograd.forward_ad as fwAD
+    v = torch.ones_like(X[0])
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(ops.gaussian_noise(fwAD.make_dual(X[0], v), 0.5)).tangent
+    assert torch.equal(tangent, v) and tangent.data_ptr() != v.data_ptr()

@@ -13,11 +13,13 @@ own mask) and as a plain one for ``"same"`` (one seed, the same mask for every e
 with ``"error"`` the seed draw itself raises. The rule runs the op once per batch element,
 indexing every batched argument along its batch dim, and stacks the results, so each
 element gets exactly what the op gives that element's slice and seed outside ``vmap``.
-The twins carry this rule, and every custom op gets it too (:func:`register_per_sample_vmap`):
-the in-place ops and concrete dropout's uniforms run without a twin, and ``torch.compile``
-over a transform calls the custom ops themselves. Without a rule functorch would run its
-generic per-sample fallback (printing a performance warning on every use), which cannot
-run in-place ops.
+The twins carry this rule, and every out-of-place custom op gets it too
+(:func:`register_per_sample_vmap`): concrete dropout's uniforms run without a twin, and
+``torch.compile`` over a transform calls the custom ops themselves. Without a rule functorch
+would run its generic per-sample fallback, printing a performance warning on every use.
+In-place ops never run their in-place custom op under a transform or a dual level: they
+copy the twin's out-of-place result into ``x`` (``x.requires_grad`` inside ``vmap`` says
+nothing about outer levels, and forward-mode AD ignores ``no_grad``).
 
 **jvp**: the twins' ``jvp`` is their backward applied to the tangent (every op is elementwise
 and linear in its input), so ``torch.func.jvp``/``jacfwd`` work, and so do dual tensors of
@@ -51,27 +53,10 @@ def _slice(args, in_dims, b: int) -> list:
     return [a.select(d, b) if _batched(a, d) else a for a, d in zip(args, in_dims)]
 
 
-def register_per_sample_vmap(op, mutates: bool = False) -> None:
-    """Give the ``torch.library`` custom op ``op`` a per-element vmap rule.
-
-    ``mutates``: the op writes its first argument in place (and returns nothing);
-    that argument must then carry the batch dim, as for any in-place op under vmap.
-    """
-    if mutates:
-        def rule(info, in_dims, *args):
-            name = getattr(op, "_name", op)
-            if not _batched(args[0], in_dims[0]) and any(_batched(a, d) for a, d in zip(args[1:], in_dims[1:])):
-                raise RuntimeError(f"vmap: {name} would write batched values into an unbatched input; "
-                                   "use the out-of-place op (inplace=False)")
-            if _batched(args[0], in_dims[0]) and info.batch_size > 1 and args[0].stride(in_dims[0]) == 0:
-                raise RuntimeError(f"vmap: {name} in place on an input whose batch elements share memory "
-                                   "(an expanded tensor): clone() it first")
-            for b in range(info.batch_size):
-                op(*_slice(args, in_dims, b))
-            return None, None
-    else:
-        def rule(info, in_dims, *args):
-            return torch.stack([op(*_slice(args, in_dims, b)) for b in range(info.batch_size)]), 0
+def register_per_sample_vmap(op) -> None:
+    """Give the ``torch.library`` custom op ``op`` a per-element vmap rule."""
+    def rule(info, in_dims, *args):
+        return torch.stack([op(*_slice(args, in_dims, b)) for b in range(info.batch_size)]), 0
     op.register_vmap(rule)
 
 
@@ -113,7 +98,8 @@ def functorch_twin(op, setup_context, backward):
         setup_context(_SavedForBoth(ctx), inputs, output)
 
     def jvp(ctx, x_tangent, *other_tangents):
-        return backward(ctx, x_tangent)[0]
+        t = backward(ctx, x_tangent)[0]
+        return t.clone() if t is x_tangent else t  # an additive op's tangent is the input's: not its storage
 
     def vmap(info, in_dims, *args):
         return torch.stack([twin.apply(*_slice(args, in_dims, b)) for b in range(info.batch_size)]), 0

@@ -140,9 +140,6 @@ def _masked_scale_(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None = 
                      int(seed), p, p_member).view(x.shape))
 
 
-register_per_sample_vmap(_masked_scale_, mutates=True)
-
-
 class _MaskedScaleFn(torch.autograd.Function):
     """Eager twin of the custom op: same kernel, but the Python custom-op dispatch
     (~0.1 ms a call) is skipped and the seed is kept as a Python int, so autograd
@@ -235,8 +232,9 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
     seed = draw_seed(generator)
     if not inplace:
         return _apply(x, seed, p, p_member)
-    # under a torch.func transform x.requires_grad says nothing about outer levels: always copy
-    if torch.is_grad_enabled() and (x.requires_grad or needs_twin()):
+    # under a torch.func transform or a forward-AD dual level (which no_grad does not stop),
+    # x.requires_grad says nothing about outer levels or tangents: always copy
+    if needs_twin() or (torch.is_grad_enabled() and x.requires_grad):
         return x.copy_(_apply(x, seed, p, p_member))  # autograd sees a copy: no mask kept
     if plain_eager(x):
         _run(x, x, int(seed), p, p_member) if x.is_contiguous() else x.copy_(_apply(x, seed, p, p_member))

@@ -142,9 +142,6 @@ def _shared_scale_(x: Tensor, seed: Tensor, p: float, shape: list[int], mode: st
     _apply(x, x, int(seed), p, shape, mode)
 
 
-register_per_sample_vmap(_shared_scale_, mutates=True)
-
-
 def eager_plain(x: Tensor) -> bool:
     """No autograd and no tracing: the implementation can run without the custom-op dispatch.
 
@@ -170,8 +167,9 @@ def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode:
     op = _shared_scale_twin.call
     if not inplace:
         return op(x, seed, p, shape, mode)
-    # under a torch.func transform x.requires_grad says nothing about outer levels: always copy
-    if torch.is_grad_enabled() and (x.requires_grad or needs_twin()):
+    # under a torch.func transform or a forward-AD dual level (which no_grad does not stop),
+    # x.requires_grad says nothing about outer levels or tangents: always copy
+    if needs_twin() or (torch.is_grad_enabled() and x.requires_grad):
         return x.copy_(op(x, seed, p, shape, mode))  # autograd sees a copy: no mask kept
     _shared_scale_(x, seed, p, shape, mode)
     return x
