@@ -2,7 +2,7 @@
 
 **grad**: torch's ``custom_op`` autograd is an old-style ``autograd.Function``, which
 functorch's transforms refuse. So each differentiable op has a *twin*
-(:func:`functorch_twin`): a new-style ``autograd.Function`` whose forward is the custom op,
+(:func:`register_autograd_and_twin`): a new-style ``autograd.Function`` whose forward is the custom op,
 whose ``setup_context``/``backward`` are the ones registered with it, and which has a vmap
 rule. Ops, and their backward, call ``twin.call``: the twin while a transform is active,
 the custom op otherwise.
@@ -32,7 +32,7 @@ import inspect
 import torch
 from torch.autograd import forward_ad
 
-__all__ = ["register_per_sample_vmap", "functorch_twin", "needs_twin"]
+__all__ = ["register_per_sample_vmap", "register_autograd_and_twin", "needs_twin", "tracks_gradient"]
 
 
 def needs_twin() -> bool:
@@ -43,6 +43,13 @@ def needs_twin() -> bool:
     direct eager paths carry forward-mode tangents (``torch.autograd.forward_ad``).
     """
     return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
+
+
+def tracks_gradient(x: torch.Tensor) -> bool:
+    """A gradient or a tangent must see an op on ``x``: grad mode with ``x`` requiring grad, or
+    :func:`needs_twin` (there ``x.requires_grad`` says nothing about outer levels, and forward
+    AD ignores ``no_grad``). In-place ops then write a copy of the out-of-place result."""
+    return needs_twin() or (torch.is_grad_enabled() and x.requires_grad)
 
 
 def _batched(a, d) -> bool:
@@ -78,15 +85,19 @@ class _SavedForBoth:
         return getattr(self._ctx, name)
 
 
-def functorch_twin(op, setup_context, backward):
-    """A new-style ``autograd.Function`` computing custom op ``op``, for ``torch.func`` transforms.
+def register_autograd_and_twin(op, setup_context, backward):
+    """Register ``backward``/``setup_context`` as custom op ``op``'s autograd, give it a per-element
+    vmap rule, and return its twin: a new-style ``autograd.Function`` computing ``op`` for
+    ``torch.func`` transforms and forward-mode AD.
 
-    ``setup_context(ctx, inputs, output)`` and ``backward(ctx, grad)`` are those registered with
-    ``op.register_autograd`` (a backward that applies the op again calls ``twin.call``).
-    ``twin.call(*args)``: the twin under a ``torch.func`` transform, else the custom op.
+    A backward that applies the op again calls ``twin.call(*args)``: the twin while
+    :func:`needs_twin`, else the custom op.
     Every op here is elementwise and linear in its input (``y = x·d + b``), so its Jacobian is
     diagonal and the tangent of forward-mode AD takes the gradient's form: ``jvp`` is ``backward``.
     """
+    op.register_autograd(backward, setup_context=setup_context)
+    register_per_sample_vmap(op)
+
     def forward(*args):
         return op(*args)
 

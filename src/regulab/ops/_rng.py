@@ -97,6 +97,9 @@ def keep_threshold(p: float) -> int:
     return min(int(round(float(p) * 2.0**32)), 1 << 32)
 
 
+_LOW, _HIGH = -(2**63), 2**63 - 1  # the seed range (all int64 but the largest)
+
+
 def draw_seed(generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw a 64-bit seed (an int64 0-dim tensor) from ``generator`` or torch's default CPU generator.
 
@@ -105,9 +108,6 @@ def draw_seed(generator: torch.Generator | None = None) -> torch.Tensor:
     It is a tensor op (not ``.item()``) so ``torch.compile`` traces it.
     """
     return torch.randint(_LOW, _HIGH, (), dtype=torch.int64, generator=generator)
-
-
-_LOW, _HIGH = -(2**63), 2**63 - 1
 
 
 class _SeedSlot(threading.local):

@@ -22,7 +22,7 @@ from .._validate import PROB, check_p, register
 from ._kernels import as_array, supported
 from ._kernels_family import alpha_affine
 from ._rng import bits_ref, draw_seed, keep_threshold, mix_seed
-from ._functorch import functorch_twin, register_per_sample_vmap
+from ._functorch import register_autograd_and_twin
 from .channel import feature_shape
 from .shared import ALPHA, apply_shared, eager_plain
 
@@ -91,9 +91,7 @@ def _backward(ctx, grad):
     return _alpha_twin.call(grad, seed, ctx.p, True), None, None, None
 
 
-alpha_affine_op.register_autograd(_backward, setup_context=_setup_context)
-register_per_sample_vmap(alpha_affine_op)
-_alpha_twin = functorch_twin(alpha_affine_op, _setup_context, _backward)
+_alpha_twin = register_autograd_and_twin(alpha_affine_op, _setup_context, _backward)
 
 
 def alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,

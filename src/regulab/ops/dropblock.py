@@ -17,7 +17,7 @@ from torch import Tensor
 from .._validate import POS_INT, PROB, check, check_p, register
 from ..errors import format_error
 from ._rng import draw_seed
-from ._functorch import functorch_twin, register_per_sample_vmap
+from ._functorch import register_autograd_and_twin
 from .shared import keep_bits
 
 __all__ = ["drop_block2d", "block_mask", "dropblock_gamma"]
@@ -68,9 +68,7 @@ def _backward(ctx, grad):
     return _drop_block_twin.call(grad, seed, ctx.p, ctx.block), None, None, None
 
 
-drop_block_op.register_autograd(_backward, setup_context=_setup_context)
-register_per_sample_vmap(drop_block_op)
-_drop_block_twin = functorch_twin(drop_block_op, _setup_context, _backward)
+_drop_block_twin = register_autograd_and_twin(drop_block_op, _setup_context, _backward)
 
 
 def drop_block2d(x: Tensor, p: float = 0.1, block_size: int = 7, training: bool = True, *,

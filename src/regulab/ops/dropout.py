@@ -22,7 +22,7 @@ from .._validate import PROB, check, check_p, register
 from ..errors import format_error
 from . import _kernels
 from ._eager import plain_eager
-from ._functorch import functorch_twin, needs_twin, register_per_sample_vmap
+from ._functorch import register_autograd_and_twin, tracks_gradient
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 
 __all__ = ["dropout", "masked_scale", "masked_scale_ref"]
@@ -126,9 +126,7 @@ def _backward(ctx, grad):
     return _masked_scale_twin.call(grad, seed, ctx.p, rest[0] if rest else None), None, None, None
 
 
-masked_scale.register_autograd(_backward, setup_context=_setup_context)
-register_per_sample_vmap(masked_scale)
-_masked_scale_twin = functorch_twin(masked_scale, _setup_context, _backward)
+_masked_scale_twin = register_autograd_and_twin(masked_scale, _setup_context, _backward)
 
 
 @torch.library.custom_op("regulab::masked_scale_", mutates_args=("x",))
@@ -232,9 +230,7 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
     seed = draw_seed(generator)
     if not inplace:
         return _apply(x, seed, p, p_member)
-    # under a torch.func transform or a forward-AD dual level (which no_grad does not stop),
-    # x.requires_grad says nothing about outer levels or tangents: always copy
-    if needs_twin() or (torch.is_grad_enabled() and x.requires_grad):
+    if tracks_gradient(x):
         return x.copy_(_apply(x, seed, p, p_member))  # autograd sees a copy: no mask kept
     if plain_eager(x):
         _run(x, x, int(seed), p, p_member) if x.is_contiguous() else x.copy_(_apply(x, seed, p, p_member))

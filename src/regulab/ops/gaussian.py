@@ -25,7 +25,7 @@ from ..errors import format_error
 from . import _kernels_family as K
 from ._kernels import BLOCK, as_array, supported
 from ._rng import bits_ref, draw_seed, mix_seed
-from ._functorch import functorch_twin, register_per_sample_vmap
+from ._functorch import register_autograd_and_twin
 from .shared import eager_plain
 
 __all__ = ["gaussian_dropout", "gaussian_noise", "normal_ref", "gaussian_apply_ref", "add_member_noise_"]
@@ -160,9 +160,7 @@ def _backward(ctx, grad):
     return _gaussian_twin.call(grad, seed, ctx.sigma, False, member_sigma[0] if ctx.members else None), None, None, None, None
 
 
-gaussian_apply.register_autograd(_backward, setup_context=_setup_context)
-register_per_sample_vmap(gaussian_apply)
-_gaussian_twin = functorch_twin(gaussian_apply, _setup_context, _backward)
+_gaussian_twin = register_autograd_and_twin(gaussian_apply, _setup_context, _backward)
 
 
 def gaussian_dropout(x: Tensor, p: float = 0.5, training: bool = True, *,

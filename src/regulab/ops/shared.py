@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ._eager import plain_eager
-from ._functorch import functorch_twin, needs_twin, register_per_sample_vmap
+from ._functorch import register_autograd_and_twin, tracks_gradient
 
 from .._validate import PROB, check_p, register
 from ..errors import format_error
@@ -132,9 +132,7 @@ def _backward(ctx, grad):
     return _shared_scale_twin.call(grad, seed, ctx.p, ctx.shape, mode), None, None, None, None
 
 
-shared_scale.register_autograd(_backward, setup_context=_setup_context)
-register_per_sample_vmap(shared_scale)
-_shared_scale_twin = functorch_twin(shared_scale, _setup_context, _backward)
+_shared_scale_twin = register_autograd_and_twin(shared_scale, _setup_context, _backward)
 
 
 @torch.library.custom_op("regulab::shared_scale_", mutates_args=("x",))
@@ -148,8 +146,7 @@ def eager_plain(x: Tensor) -> bool:
     The Python custom-op dispatcher costs ~0.1–0.3 ms per call; when nothing needs a
     graph (no gradient, not under ``torch.compile``, a plain tensor) the op's body runs directly.
     """
-    return (plain_eager(x)
-            and not (torch.is_grad_enabled() and x.requires_grad))
+    return plain_eager(x) and not tracks_gradient(x)
 
 
 def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode: str,
@@ -167,9 +164,7 @@ def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode:
     op = _shared_scale_twin.call
     if not inplace:
         return op(x, seed, p, shape, mode)
-    # under a torch.func transform or a forward-AD dual level (which no_grad does not stop),
-    # x.requires_grad says nothing about outer levels or tangents: always copy
-    if needs_twin() or (torch.is_grad_enabled() and x.requires_grad):
+    if tracks_gradient(x):
         return x.copy_(op(x, seed, p, shape, mode))  # autograd sees a copy: no mask kept
     _shared_scale_(x, seed, p, shape, mode)
     return x
