@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from regulab.ops import _kernels_family as K
-from regulab.ops._kernels import BLOCK, PARALLEL_MIN
+from regulab.ops._kernels import BLOCK, PARALLEL_MIN, masked_scale
 from regulab.ops._rng import bits_ref, keep_threshold, mix_seed
 from regulab.ops.alpha import alpha_affine_op, alpha_affine_ref, alpha_constants
 from regulab.ops.concrete import uniform_like, uniform_ref
@@ -25,21 +25,43 @@ def test_alpha_kernel_equals_reference(n, dtype, linear):
 
 
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_kernels_in_place_equal_out_of_place(n, dtype):
     """``out`` given as ``x`` itself (the in-place ops): the same values as a separate output."""
-    x = np.random.default_rng(n).standard_normal(n).astype(dtype)
-    a, bk, bd = alpha_constants(0.3, torch.float32 if dtype == np.float32 else torch.float64, False)
-    want, y = np.empty_like(x), x.copy()
+    x = torch.from_numpy(np.random.default_rng(n).standard_normal(n)).to(dtype)
+    a, bk, bd = alpha_constants(0.3, dtype, False)
+    want, y = torch.empty_like(x), x.clone()
     K.alpha_affine(x, want, 7, 9, keep_threshold(0.3), a, bk, bd)
     K.alpha_affine(y, y, 7, 9, keep_threshold(0.3), a, bk, bd)
-    assert np.array_equal(y, want)
+    assert torch.equal(y, want)
     sigma = np.array([0.5], np.float32)
     for additive in (False, True):
-        want, y = np.empty_like(x), x.copy()
+        want, y = torch.empty_like(x), x.clone()
         K.normal_apply(x, want, 7, 9, sigma, additive)
         K.normal_apply(y, y, 7, 9, sigma, additive)
-        assert np.array_equal(y, want)
+        assert torch.equal(y, want)
+
+
+@pytest.mark.parametrize("bad", ["strided", "dtype", "size", "half"])
+def test_kernel_entry_points_refuse_operands_their_addresses_cannot_serve(bad):
+    """The entry points hand numba raw addresses: anything but two contiguous CPU float32/float64
+    tensors of one dtype and size is refused before a kernel runs (no stray read or write)."""
+    x, out = torch.randn(64, 8), torch.empty(64, 8)
+    if bad == "strided":
+        x = x.t()
+    elif bad == "dtype":
+        out = out.double()
+    elif bad == "size":
+        out = torch.empty(63, 8)
+    else:
+        x, out = x.half(), out.half()
+    calls = [lambda: K.alpha_affine(x, out, 1, 2, 3, 1.0, 0.0, 0.0),
+             lambda: K.normal_apply(x, out, 1, 2, np.ones(1, np.float32), False),
+             lambda: K.scale_rows(x, out, 1, 2, 3, 1.0, 8),
+             lambda: masked_scale(x, out, 1, 2, np.zeros(1, np.uint32), np.ones(1, np.float32))]
+    for call in calls:
+        with pytest.raises(ValueError, match="kernel operands"):
+            call()
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -189,6 +211,9 @@ def test_row_kernel_equals_mask_then_multiply(dtype, rows, inner, stream, offset
     y = x.clone()  # in place
     K._KERNELS["rows"][0](y.numpy(), y.numpy(), np.uint32(k0), np.uint32(k1), np.uint32(t), s, np.int64(inner), stream)
     torch.testing.assert_close(y, want, rtol=0, atol=0, equal_nan=True)
+    out = torch.empty(rows * inner + offset, dtype=dtype)[offset:]  # the entry point, on the tensors' addresses
+    K.scale_rows(x, out, k0, k1, t, s, inner)
+    torch.testing.assert_close(out, want, rtol=0, atol=0, equal_nan=True)
 
 
 def test_channel_dropout_takes_the_row_kernel_and_matches_the_mask_path():

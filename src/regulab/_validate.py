@@ -119,6 +119,8 @@ def check(where: str, param: str, value: object, constraint: Interval | OneOf, f
 
 def check_p(where: str, p: object, constraint: Interval = PROB) -> float:
     """Validate a drop probability and return it as a float."""
+    if type(p) is float and 0.0 < p < 1.0 and (constraint is PROB or constraint is PROB_OPEN_RIGHT):  # the usual rate
+        return p
     return float(check(where, "p", p, constraint))
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 import numba
 import numpy as np
 import torch
-from numba import float32, njit, prange, uint32
+from numba import carray, float32, njit, prange, uint32
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 from ._rng import GOLDEN, M1, M2, MASK32
 
-__all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK"]
+__all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK", "view_at", "flat_operands"]
 
 
 KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules
@@ -183,9 +185,57 @@ def set_threads() -> None:
         _threads.n = n
 
 
-def as_array(t: torch.Tensor) -> np.ndarray:
-    """Flat numpy view sharing memory with a contiguous CPU tensor (no torch op when it needs no grad)."""
-    return (t.detach() if t.requires_grad else t).numpy().reshape(-1)
+# The eager entry points below hand numba the tensors' addresses, not numpy views: making the
+# two views (``detach``, ``numpy``, ``reshape``) is most of the Python cost of a small call, and
+# right after a large op (a GEMM, a memory-bound pass) every object it touches is out of cache.
+_LIKE = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
+
+
+@intrinsic
+def _pointer(typingctx, addr, like):
+    """The int64 ``addr`` as a pointer to ``like``'s element type (``like``: a float scalar or array)."""
+    dtype = like.dtype if isinstance(like, nbtypes.Array) else like
+    if not (isinstance(addr, nbtypes.Integer) and isinstance(dtype, nbtypes.Float)):
+        return None
+    sig = nbtypes.CPointer(dtype)(addr, like)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+    return sig, codegen
+
+
+@njit(inline="always")
+def view_at(addr, n, like):
+    """The 1-D array of ``n`` elements of ``like``'s float type at ``addr`` (see :func:`flat_operands`)."""
+    return carray(_pointer(addr, like), n)
+
+
+def flat_operands(x: torch.Tensor, out: torch.Tensor) -> tuple[int, int, int, object]:
+    """(x's address, out's address, numel, a numpy zero of their dtype) for a kernel entry point.
+
+    The checks guard the raw addresses: both CPU tensors, contiguous, of one supported
+    dtype and size (``out`` may be ``x``: the in-place case).
+    """
+    like = _LIKE.get(x.dtype)
+    n = x.numel()
+    if (like is None or out.dtype != x.dtype or out.numel() != n or not x.is_cpu or not out.is_cpu
+            or not x.is_contiguous() or not out.is_contiguous()):
+        raise ValueError(f"kernel operands: contiguous CPU float32/float64 tensors of one dtype and size, got "
+                         f"{x.dtype}/{out.dtype}, {n}/{out.numel()} elements, contiguous "
+                         f"{x.is_contiguous()}/{out.is_contiguous()}, devices {x.device}/{out.device}")
+    return x.data_ptr(), out.data_ptr(), n, like
+
+
+def _masked_scale_at_py(px, pout, n, k0, k1, thresh, scale, base, inplace, parallel):
+    x, out = view_at(px, n, scale), view_at(pout, n, scale)
+    row = n // thresh.size
+    if parallel:
+        _masked_scale_par(x, out, k0, k1, thresh, scale, row, base, inplace)
+    else:
+        _masked_scale_ser(x, out, k0, k1, thresh, scale, row, base, inplace)
+
+
+_masked_scale_at = njit(cache=True)(_masked_scale_at_py)
 
 
 def masked_scale(x: torch.Tensor, out: torch.Tensor, k0: int, k1: int,
@@ -196,14 +246,12 @@ def masked_scale(x: torch.Tensor, out: torch.Tensor, k0: int, k1: int,
     ``x`` is viewed as (len(thresh), -1). Element ``i`` uses counter ``base + i``
     (``base`` exists so tests can reach counters beyond 2^32 without 16 GB tensors).
     """
-    xa, oa = as_array(x), as_array(out)
-    if xa.size >= PARALLEL_MIN:
+    px, pout, n, like = flat_operands(x, out)
+    parallel = n >= PARALLEL_MIN
+    if parallel:
         set_threads()
-        kernel = _masked_scale_par
-    else:
-        kernel = _masked_scale_ser
-    kernel(xa, oa, np.uint32(k0), np.uint32(k1), thresh, scale.astype(xa.dtype, copy=False),
-                  xa.size // len(thresh), np.int64(base), out.data_ptr() == x.data_ptr())
+    _masked_scale_at(px, pout, n, np.uint32(k0), np.uint32(k1), thresh, scale.astype(like.dtype, copy=False),
+                     np.int64(base), pout == px, parallel)
 
 
 del float32

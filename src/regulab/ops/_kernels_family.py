@@ -23,12 +23,15 @@ and ``sin``/``cos`` are evaluated on [−π/4, π/4] (shorter polynomials).
 from __future__ import annotations
 
 import numpy as np
+import torch
 from llvmlite import ir
 from numba import float32, int32, njit, prange, uint32
 from numba.core import types
 from numba.extending import intrinsic
+from torch import Tensor
 
-from ._kernels import BLOCK, LANES, PARALLEL_MIN, bits_at, block_keys, parallel_and_serial, set_threads
+from ._kernels import (BLOCK, LANES, PARALLEL_MIN, bits_at, block_keys, flat_operands, parallel_and_serial,
+                       set_threads, view_at)
 from ._rng import MASK32
 from ._stream import STREAM_MIN_BYTES, scale_stream, stream_fence
 
@@ -307,6 +310,10 @@ _KERNELS = {name: _pair(py) for name, py in (("normal", _normal_apply_py), ("alp
                                                ("keep", _keep_mask_py), ("uniform", _uniform_py))}
 
 
+_normal_par, _normal_ser = _KERNELS["normal"]
+_alpha_par, _alpha_ser = _KERNELS["alpha"]
+
+
 def _kernel(name: str, n: int):
     if n >= PARALLEL_MIN:
         set_threads()
@@ -314,29 +321,54 @@ def _kernel(name: str, n: int):
     return _KERNELS[name][1]
 
 
-def alpha_affine(x: np.ndarray, out: np.ndarray, k0: int, k1: int, t: int, a, bk, bd) -> None:
-    """out = x·a + bk where bits >= t else x·0 + bd (flat arrays; ``out`` may be ``x``)."""
-    d = x.dtype.type
-    _kernel("alpha", x.size)(x, out, np.uint32(k0), np.uint32(k1), np.uint32(t), d(a), d(bk), d(bd), _aliased(x, out))
+def _parallel(n: int) -> bool:
+    """Whether a kernel of ``n`` elements runs on the thread pool (then capped at torch's threads)."""
+    if n >= PARALLEL_MIN:
+        set_threads()
+        return True
+    return False
 
 
-def normal_apply(x: np.ndarray, out: np.ndarray, k0: int, k1: int, sigma: np.ndarray, additive: bool) -> None:
-    """out = x + σz (additive) or x·(1 + σz), z the paired Box-Muller normals (flat arrays).
+# Entry points on the tensors' addresses (see :func:`._kernels.flat_operands`): like the
+# kernels above, on flat views made inside numba.
+@njit(cache=True)
+def _alpha_at(px, pout, n, k0, k1, t, a, bk, bd, parallel):
+    x, out = view_at(px, n, a), view_at(pout, n, a)
+    if parallel:
+        _alpha_par(x, out, k0, k1, t, a, bk, bd, px == pout)
+    else:
+        _alpha_ser(x, out, k0, k1, t, a, bk, bd, px == pout)
+
+
+@njit(cache=True)
+def _normal_at(px, pout, n, like, k0, k1, sigma, additive, parallel):
+    x, out = view_at(px, n, like), view_at(pout, n, like)
+    row = max(1, n // sigma.size)
+    if parallel:
+        _normal_par(x, out, k0, k1, sigma, row, additive)
+    else:
+        _normal_ser(x, out, k0, k1, sigma, row, additive)
+
+
+def alpha_affine(x: Tensor, out: Tensor, k0: int, k1: int, t: int, a, bk, bd) -> None:
+    """out = x·a + bk where bits >= t else x·0 + bd (contiguous CPU tensors; ``out`` may be ``x``)."""
+    px, pout, n, like = flat_operands(x, out)
+    d = type(like)
+    _alpha_at(px, pout, n, np.uint32(k0), np.uint32(k1), np.uint32(t), d(a), d(bk), d(bd), _parallel(n))
+
+
+def normal_apply(x: Tensor, out: Tensor, k0: int, k1: int, sigma: np.ndarray, additive: bool) -> None:
+    """out = x + σz (additive) or x·(1 + σz), z the paired Box-Muller normals (contiguous CPU tensors).
 
     ``sigma`` is float32 with one σ per member row: ``x`` is viewed as (len(sigma), -1).
-    ``out`` may be ``x``: the kernel then writes a scratch array, copied back (given two
+    ``out`` may be ``x``: the kernel then writes a scratch tensor, copied back (given two
     aliased arrays its loops take LLVM's scalar fallback, about 8x slower).
     """
-    row = max(1, x.size // len(sigma))
-    dst = np.empty_like(out) if _aliased(x, out) else out
-    _kernel("normal", x.size)(x, dst, np.uint32(k0), np.uint32(k1), sigma, np.int64(row), bool(additive))
+    px, pout, n, like = flat_operands(x, out)
+    dst = torch.empty_like(out) if pout == px and n else out
+    _normal_at(px, dst.data_ptr(), n, like, np.uint32(k0), np.uint32(k1), sigma, bool(additive), _parallel(n))
     if dst is not out:
-        out[...] = dst
-
-
-def _aliased(x: np.ndarray, out: np.ndarray) -> bool:
-    """``out`` is ``x`` (same first element): the in-place case of a kernel taking (x, out)."""
-    return out.size > 0 and out.ctypes.data == x.ctypes.data
+        out.copy_(dst)
 
 
 def keep_mask(n: int, k0: int, k1: int, t: int) -> np.ndarray:
@@ -402,11 +434,22 @@ def _rows_py(x, out, k0, k1, t, s, inner, stream):
             stream_fence()
 
 
-_KERNELS["rows"] = _pair(_rows_py)
+_KERNELS["rows"] = _rows_par, _rows_ser = _pair(_rows_py)
 
 
-def scale_rows(x: np.ndarray, out: np.ndarray, k0: int, k1: int, t: int, s, inner: int) -> None:
+@njit(cache=True)
+def _rows_at(px, pout, n, k0, k1, t, s, inner, stream, parallel):
+    x, out = view_at(px, n, s), view_at(pout, n, s)
+    if parallel:
+        _rows_par(x, out, k0, k1, t, s, inner, stream)
+    else:
+        _rows_ser(x, out, k0, k1, t, s, inner, stream)
+
+
+def scale_rows(x: Tensor, out: Tensor, k0: int, k1: int, t: int, s, inner: int) -> None:
     """out = x·(s or 0) per row of ``inner`` elements, the row's cell drawn as in :func:`keep_value`
-    (flat arrays; ``out`` may be ``x``); streaming stores from :data:`._stream.STREAM_MIN_BYTES`."""
-    stream = out.nbytes >= STREAM_MIN_BYTES
-    _kernel("rows", x.size)(x, out, np.uint32(k0), np.uint32(k1), np.uint32(t), s, np.int64(inner), stream)
+    (contiguous CPU tensors; ``out`` may be ``x``); streaming stores from :data:`._stream.STREAM_MIN_BYTES`."""
+    px, pout, n, like = flat_operands(x, out)
+    s = type(like)(s)
+    _rows_at(px, pout, n, np.uint32(k0), np.uint32(k1), np.uint32(t), s, np.int64(inner),
+             n * s.itemsize >= STREAM_MIN_BYTES, _parallel(n))

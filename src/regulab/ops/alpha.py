@@ -13,15 +13,16 @@ shared-mask op. Backward redraws the mask from the seed: nothing is stored.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor
 
 from .._validate import PROB, check_p, register
-from ._kernels import as_array, supported
+from ._kernels import supported
 from ._kernels_family import alpha_affine
-from ._rng import bits_ref, draw_seed, keep_threshold, mix_seed
+from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 from ._functorch import register_autograd_and_twin
 from .channel import feature_shape
 from .shared import ALPHA, apply_shared, eager_plain
@@ -33,8 +34,12 @@ register("feature_alpha_dropout", "p", PROB)
 _REF_CHUNK = 1 << 22
 
 
+@functools.lru_cache(maxsize=256)
 def alpha_constants(p: float, dtype: torch.dtype, linear: bool = False) -> tuple[float, float, float]:
-    """(a, b_keep, b_drop) rounded to ``dtype`` as torch computes them; ``linear``: the gradient's (a, −0, −0)."""
+    """(a, b_keep, b_drop) rounded to ``dtype`` as torch computes them; ``linear``: the gradient's (a, −0, −0).
+
+    Cached per (p, dtype, linear): a layer calls with the same rate every step, and the torch
+    steps that reproduce torch's roundings cost more than the kernel on a small input."""
     noise = torch.tensor([1.0, 0.0], dtype=dtype)  # (kept, dropped), torch's steps below
     av = 1.0 / math.sqrt((ALPHA * ALPHA * p + 1) * (1 - p))
     b = noise.add(-1).mul_(ALPHA * av).add_(ALPHA * av * p)
@@ -63,7 +68,7 @@ def _run(x: Tensor, out: Tensor, seed: int, p: float, linear: bool) -> Tensor:
     if supported(x):
         k0, k1 = mix_seed(seed)
         a, bk, bd = alpha_constants(p, x.dtype, linear)
-        alpha_affine(as_array(x), as_array(out), k0, k1, min(keep_threshold(p), 2**32 - 1), a, bk, bd)
+        alpha_affine(x, out, k0, k1, min(keep_threshold(p), 2**32 - 1), a, bk, bd)
     else:
         out.copy_(alpha_affine_ref(x, seed, p, linear))
     return out
@@ -127,12 +132,11 @@ def alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: boo
     if p == 1.0:
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return x.mul_(zero) if inplace else x.mul(zero)
-    seed = draw_seed(generator)
-    if eager_plain(x):  # no graph needed: skip the custom-op dispatch
+    if eager_plain(x):  # no graph needed: skip the custom-op dispatch; the seed as a Python int
         xc = x.contiguous()
-        y = _run(xc, xc if inplace and xc is x else torch.empty_like(xc), int(seed), p, False)
+        y = _run(xc, xc if inplace and xc is x else torch.empty_like(xc), draw_seed_int(generator), p, False)
     else:
-        y = _alpha_twin.call(x, seed, p, False)
+        y = _alpha_twin.call(x, draw_seed(generator), p, False)
     return x if y is x else (x.copy_(y) if inplace else y)
 
 

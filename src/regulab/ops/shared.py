@@ -28,9 +28,8 @@ from ._functorch import register_autograd_and_twin, tracks_gradient
 
 from .._validate import PROB, check_p, register
 from ..errors import format_error
-from ._kernels import as_array
 from ._kernels_family import keep_mask, keep_value, scale_rows
-from ._rng import bits_ref, draw_seed, keep_threshold, mix_seed
+from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 
 __all__ = ["shared_dropout", "locked_dropout", "embedding_dropout", "shared_scale", "keep_bits",
            "small_factors", "apply_shared", "eager_plain", "ALPHA"]
@@ -101,7 +100,7 @@ def _apply(x: Tensor, out: Tensor | None, seed: int, p: float, shape: list[int],
             t, value = _keep_constants(p, _NP[x.dtype], mode)
             k0, k1 = mix_seed(seed)
             out = torch.empty_like(x) if out is None else out
-            scale_rows(as_array(x), as_array(out), k0, k1, t, value, inner)
+            scale_rows(x, out, k0, k1, t, value, inner)
             return out
     a, b = small_factors(seed, p, shape, x.dtype, x.device, mode)
     # a new output from mul itself, laid out as x (as torch's x·noise): not empty_like + mul(out=)
@@ -157,10 +156,10 @@ def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode:
     if p == 1.0:  # torch: input·0 for every mode (alpha included)
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return x.mul_(zero) if inplace else x.mul(zero)
-    seed = draw_seed(generator)
     shape = [int(s) for s in shape]
-    if eager_plain(x):
-        return _apply(x, x if inplace else None, int(seed), p, shape, mode)
+    if eager_plain(x):  # the same single draw, as a Python int
+        return _apply(x, x if inplace else None, draw_seed_int(generator), p, shape, mode)
+    seed = draw_seed(generator)
     op = _shared_scale_twin.call
     if not inplace:
         return op(x, seed, p, shape, mode)
