@@ -93,6 +93,16 @@ def test_kernel_equals_reference_bit_for_bit(dtype, n):
                        masked_scale_ref(x, seed, 0.37))
 
 
+def test_seed_keys_in_numba_equal_mix_seed():
+    """The dropout entry mixes its int64 seed inside numba: the same keys as the Python mix_seed."""
+    from numba import njit
+
+    keys = njit(lambda s: _kernels.seed_keys(s))
+    seeds = [0, 1, -1, 42, 2**62 + 12345, -(2**63), 2**63 - 1, *np.random.default_rng(5).integers(-(2**63), 2**63 - 1, 200).tolist()]
+    for s in seeds:
+        assert tuple(int(v) for v in keys(s)) == _rng.mix_seed(s), s
+
+
 @pytest.mark.parametrize("n", [_kernels.BLOCK + 11, _kernels.PARALLEL_MIN + 7])  # serial and parallel
 @pytest.mark.parametrize("base", [2**31 - 1000, 2**32 - 40000, 2**33 + 7, 2**40 - 5])
 def test_64_bit_counters_kernel_equals_reference(base, n):
@@ -100,9 +110,8 @@ def test_64_bit_counters_kernel_equals_reference(base, n):
     x = torch.randn(n)
     out = torch.empty_like(x)
     seed = 42
-    k0, k1 = _rng.mix_seed(seed)
     thresh = np.array([_rng.keep_threshold(0.5)], dtype=np.uint32)
-    _kernels.masked_scale(x, out, k0, k1, thresh, np.array([2.0], dtype=np.float32), base=base)
+    _kernels.masked_scale(x, out, seed, thresh, np.array([2.0], dtype=np.float32), base=base)
     keep = _rng.bits_ref(seed, base, n) >= int(thresh[0])
     assert torch.equal(out, x * torch.where(keep, 2.0, 0.0))
 

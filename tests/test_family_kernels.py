@@ -58,7 +58,7 @@ def test_kernel_entry_points_refuse_operands_their_addresses_cannot_serve(bad):
     calls = [lambda: K.alpha_affine(x, out, 1, 2, 3, 1.0, 0.0, 0.0),
              lambda: K.normal_apply(x, out, 1, 2, np.ones(1, np.float32), False),
              lambda: K.scale_rows(x, out, 1, 2, 3, 1.0, 8),
-             lambda: masked_scale(x, out, 1, 2, np.zeros(1, np.uint32), np.ones(1, np.float32))]
+             lambda: masked_scale(x, out, 1, np.zeros(1, np.uint32), np.ones(1, np.float32))]
     for call in calls:
         with pytest.raises(ValueError, match="kernel operands"):
             call()

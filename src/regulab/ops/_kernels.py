@@ -15,13 +15,13 @@ from pathlib import Path
 import numba
 import numpy as np
 import torch
-from numba import carray, float32, njit, prange, uint32
+from numba import carray, float32, njit, prange, uint32, uint64
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
-from ._rng import GOLDEN, M1, M2, MASK32
+from ._rng import GOLDEN, M1, M2, MASK32, _splitmix64
 
-__all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK", "view_at", "flat_operands"]
+__all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK", "view_at", "flat_operands", "seed_keys"]
 
 
 KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules
@@ -226,8 +226,28 @@ def flat_operands(x: torch.Tensor, out: torch.Tensor) -> tuple[int, int, int, ob
     return x.data_ptr(), out.data_ptr(), n, like
 
 
-def _masked_scale_at_py(px, pout, n, k0, k1, thresh, scale, base, inplace, parallel):
+_SM_GAMMA, _SM_M1, _SM_M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_SM_STREAM0 = np.uint64(_splitmix64(0))
+
+
+@njit(inline="always")
+def _splitmix64_nb(z):
+    z = uint64(z + _SM_GAMMA)
+    z = uint64(uint64(z ^ (z >> uint64(30))) * _SM_M1)
+    z = uint64(uint64(z ^ (z >> uint64(27))) * _SM_M2)
+    return uint64(z ^ (z >> uint64(31)))
+
+
+@njit(inline="always")
+def seed_keys(seed):
+    """:func:`._rng.mix_seed` of an int64 ``seed`` (stream 0) inside numba: the two uint32 keys."""
+    z = _splitmix64_nb(uint64(uint64(seed) ^ _SM_STREAM0))
+    return uint32(z & uint64(MASK32)), uint32(z >> uint64(32))
+
+
+def _masked_scale_at_py(px, pout, n, seed, thresh, scale, base, inplace, parallel):
     x, out = view_at(px, n, scale), view_at(pout, n, scale)
+    k0, k1 = seed_keys(seed)
     row = n // thresh.size
     if parallel:
         _masked_scale_par(x, out, k0, k1, thresh, scale, row, base, inplace)
@@ -238,9 +258,11 @@ def _masked_scale_at_py(px, pout, n, k0, k1, thresh, scale, base, inplace, paral
 _masked_scale_at = njit(cache=True)(_masked_scale_at_py)
 
 
-def masked_scale(x: torch.Tensor, out: torch.Tensor, k0: int, k1: int,
+def masked_scale(x: torch.Tensor, out: torch.Tensor, seed: int,
                  thresh: np.ndarray, scale: np.ndarray, base: int = 0) -> None:
     """Run the dropout kernel on contiguous ``x`` into contiguous ``out`` (may alias ``x``).
+
+    ``seed`` is an int64 (as drawn); the keys are mixed from it inside numba.
 
     ``thresh`` (uint32) and ``scale`` (x's dtype) have one entry per member row;
     ``x`` is viewed as (len(thresh), -1). Element ``i`` uses counter ``base + i``
@@ -250,7 +272,7 @@ def masked_scale(x: torch.Tensor, out: torch.Tensor, k0: int, k1: int,
     parallel = n >= PARALLEL_MIN
     if parallel:
         set_threads()
-    _masked_scale_at(px, pout, n, np.uint32(k0), np.uint32(k1), thresh, scale.astype(like.dtype, copy=False),
+    _masked_scale_at(px, pout, n, seed, thresh, scale.astype(like.dtype, copy=False),
                      np.int64(base), pout == px, parallel)
 
 

@@ -23,7 +23,7 @@ from ..errors import format_error
 from . import _kernels
 from ._eager import plain_eager
 from ._functorch import register_autograd_and_twin, tracks_gradient
-from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
+from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold
 
 __all__ = ["dropout", "masked_scale", "masked_scale_ref"]
 
@@ -95,8 +95,7 @@ def _run(x: Tensor, out: Tensor, seed: int, p: float, p_member: Tensor | None) -
         else:
             thresh, st = member_scales(p_member, x.dtype)
             scale = st.numpy()
-        k0, k1 = mix_seed(seed)
-        _kernels.masked_scale(x, out, k0, k1, thresh, scale)
+        _kernels.masked_scale(x, out, seed, thresh, scale)
     else:
         out.copy_(masked_scale_ref(x, seed, p, p_member))
     return out
@@ -213,6 +212,8 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
     if type(p) is float and 0.0 < p < 1.0:  # the usual call (a layer's rate): valid, nothing special
         if not training or x.numel() == 0:
             return x
+        if not inplace and plain_eager(x):  # the autograd.Function, its seed drawn as a Python int
+            return _MaskedScaleFn.apply(x, draw_seed_int(generator), p, None)
     elif isinstance(p, Tensor):
         p_member = _check_member_p(p, x)
         p = 0.0
