@@ -410,28 +410,41 @@ def keep_value(n: int, k0: int, k1: int, t: int, s) -> np.ndarray:
     return out
 
 
+@njit(error_model="numpy")
+def _scale_row(x, out, v):
+    """out = x·v: its own function, so LLVM vectorises the loop on two fresh arrays (inlined into
+    the row loop it ran about 25% slower)."""
+    for j in range(x.size):
+        out[j] = x[j] * v
+
+
+@njit(inline="always")
+def _row_value(r, k0, k1, t, s, z):
+    off, hk = block_keys(r, k1)
+    return s if bits_at(0, off, k0, hk) >= t else z
+
+
 def _rows_py(x, out, k0, k1, t, s, inner, stream):
     """x viewed as (rows, inner): out[r] = x[r]·s if bits(r) >= t else x[r]·0 (one mask cell per row).
 
     The same cells as :func:`keep_value` (cell ``r`` uses counter ``r``), applied without
-    materialising the mask; ``stream``: non-temporal stores (large outputs).
+    materialising the mask; ``stream``: non-temporal stores (large outputs). Streaming work
+    items are runs of rows of about BLOCK elements, one store fence each (a fence per short
+    row costs more than the stores save); ordinary stores go row by row (measured faster).
     """
     rows = x.size // inner
-    per = max(1, BLOCK // inner)  # rows per work item: about BLOCK elements
     z = x.dtype.type(0)
-    for it in prange((rows + per - 1) // per):
-        for r in range(it * per, min(rows, (it + 1) * per)):
-            off, hk = block_keys(r, k1)
-            v = s if bits_at(0, off, k0, hk) >= t else z
-            a, b = r * inner, (r + 1) * inner
-            if stream:
-                scale_stream(out[a:b], x[a:b], v)
-            else:
-                xr, orow = x[a:b], out[a:b]
-                for j in range(inner):
-                    orow[j] = xr[j] * v
-        if stream:
+    if stream:
+        per = max(1, BLOCK // inner)
+        for it in prange((rows + per - 1) // per):
+            for r in range(it * per, min(rows, (it + 1) * per)):
+                a = r * inner
+                scale_stream(out[a:a + inner], x[a:a + inner], _row_value(r, k0, k1, t, s, z))
             stream_fence()
+    else:
+        for r in prange(rows):
+            a = r * inner
+            _scale_row(x[a:a + inner], out[a:a + inner], _row_value(r, k0, k1, t, s, z))
 
 
 _KERNELS["rows"] = _rows_par, _rows_ser = _pair(_rows_py)
