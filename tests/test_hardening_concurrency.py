@@ -21,7 +21,7 @@ from test_hardening_forkserver import epoch_gaps, snapshot
 LONG_SPEC = """\
 name = "long"
 seeds = 2
-epochs = 400
+epochs = 4000
 batch_size = 50
 checkpoint_every = 0.0
 [dataset]
