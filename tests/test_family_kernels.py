@@ -64,6 +64,23 @@ def test_kernel_entry_points_refuse_operands_their_addresses_cannot_serve(bad):
             call()
 
 
+@pytest.mark.parametrize("n", [1000, PARALLEL_MIN + 5])
+def test_masked_scale_new_equals_the_general_entry_and_refuses_what_it_cannot_serve(n):
+    """The training step's one-frame entry: the same bits as masked_scale into a given output;
+    a strided or half input, or a scale of another dtype (its addresses would be misread), is refused."""
+    from regulab.ops._kernels import masked_scale_new
+
+    x, thresh, scale = torch.randn(n), np.array([keep_threshold(0.3)], np.uint32), np.array([1 / 0.7], np.float32)
+    want = torch.empty_like(x)
+    masked_scale(x, want, -77, thresh, scale)
+    assert torch.equal(masked_scale_new(x, -77, thresh, scale), want)
+    for bad in (lambda: masked_scale_new(torch.randn(40, 30).t(), 1, thresh, scale),
+                lambda: masked_scale_new(x.half(), 1, thresh, scale),
+                lambda: masked_scale_new(x, 1, thresh, scale.astype(np.float64))):
+        with pytest.raises(ValueError, match="kernel operands"):
+            bad()
+
+
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("additive", [False, True])

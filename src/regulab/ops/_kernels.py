@@ -21,7 +21,8 @@ from numba.extending import intrinsic
 
 from ._rng import GOLDEN, M1, M2, MASK32, _splitmix64
 
-__all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK", "view_at", "flat_operands", "seed_keys"]
+__all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK", "view_at", "flat_operands", "seed_keys",
+           "masked_scale_new"]
 
 
 KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules
@@ -256,6 +257,28 @@ def _masked_scale_at_py(px, pout, n, seed, thresh, scale, base, inplace, paralle
 
 
 _masked_scale_at = njit(cache=True)(_masked_scale_at_py)
+
+
+def masked_scale_new(x: torch.Tensor, seed: int, thresh: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+    """:func:`masked_scale` of ``x`` into a new tensor: the training-step call, in one Python frame.
+
+    Right after a GEMM every frame and object a call touches is a cache miss, so the common
+    case (an activation's forward, its gradient's backward) skips the general entry's layers.
+    """
+    like = _LIKE.get(x.dtype)
+    if like is None or not x.is_cpu or not x.is_contiguous() or scale.dtype != like.dtype:
+        raise ValueError(f"kernel operands: a contiguous CPU float32/float64 tensor and a scale of its dtype, "
+                         f"got {x.dtype} on {x.device} (contiguous {x.is_contiguous()}), scale {scale.dtype}")
+    out = torch.empty_like(x)
+    n = x.numel()
+    parallel = n >= PARALLEL_MIN
+    if parallel:
+        set_threads()
+    _masked_scale_at(x.data_ptr(), out.data_ptr(), n, seed, thresh, scale, _BASE0, False, parallel)
+    return out
+
+
+_BASE0 = np.int64(0)
 
 
 def masked_scale(x: torch.Tensor, out: torch.Tensor, seed: int,

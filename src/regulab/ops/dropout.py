@@ -101,11 +101,23 @@ def _run(x: Tensor, out: Tensor, seed: int, p: float, p_member: Tensor | None) -
     return out
 
 
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+
+def _fresh(x: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
+    """The masked, scaled copy of ``x`` as a new contiguous tensor: straight into the kernel for a
+    contiguous CPU float32/float64 ``x`` with one rate (a training step's call), else :func:`_run`."""
+    if p_member is None and x.is_cpu and x.dtype in _FAST_DTYPES and x.is_contiguous():
+        thresh, scale = _scalar_kernel_scales(p, x.dtype)
+        return _kernels.masked_scale_new(x, seed, thresh, scale)
+    xc = x.contiguous()
+    return _run(xc, torch.empty_like(xc), seed, p, p_member)
+
+
 @torch.library.custom_op("regulab::masked_scale", mutates_args=())
 def masked_scale(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None = None) -> Tensor:
     """``x`` times the seeded keep mask times 1/(1−p); linear in ``x``, so it is its own backward."""
-    xc = x.contiguous()
-    return _run(xc, torch.empty_like(xc), int(seed), p, p_member)
+    return _fresh(x, int(seed), p, p_member)
 
 
 @masked_scale.register_fake
@@ -145,15 +157,13 @@ class _MaskedScaleFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, seed: int, p: float, p_member):
         ctx.seed, ctx.p, ctx.p_member = seed, p, p_member
-        xc = x.contiguous()
-        return _run(xc, torch.empty_like(xc), seed, p, p_member)
+        return _fresh(x, seed, p, p_member)
 
     @staticmethod
     def backward(ctx, grad):
         if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
             return _MaskedScaleFn.apply(grad, ctx.seed, ctx.p, ctx.p_member), None, None, None
-        g = grad.contiguous()
-        return _run(g, torch.empty_like(g), ctx.seed, ctx.p, ctx.p_member), None, None, None
+        return _fresh(grad, ctx.seed, ctx.p, ctx.p_member), None, None, None
 
 
 def _apply(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None) -> Tensor:
