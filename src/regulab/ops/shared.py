@@ -94,7 +94,7 @@ def _row_length(x: Tensor, shape: list[int]) -> int:
 
 def _apply(x: Tensor, out: Tensor | None, seed: int, p: float, shape: list[int], mode: str) -> Tensor:
     """``x·A (+ B)`` into ``out`` (``x`` itself for in place), or a new tensor when ``out`` is None."""
-    if mode in ("scale", "keep") and x.dtype in _NP and x.device.type == "cpu":
+    if mode in ("scale", "keep") and x.dtype in _NP and x.is_cpu:
         inner = _row_length(x, shape)
         if inner >= _ROW_MIN:  # one pass, no mask tensor; streaming stores for large outputs
             t, value = _keep_constants(p, _NP[x.dtype], mode)
@@ -145,7 +145,7 @@ def eager_plain(x: Tensor) -> bool:
     The Python custom-op dispatcher costs ~0.1–0.3 ms per call; when nothing needs a
     graph (no gradient, not under ``torch.compile``, a plain tensor) the op's body runs directly.
     """
-    return plain_eager(x) and not tracks_gradient(x)
+    return plain_eager(x) and not (x.requires_grad and torch.is_grad_enabled())  # plain_eager: no transform
 
 
 def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode: str,
