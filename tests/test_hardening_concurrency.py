@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from regulab.cli import main
-from test_hardening_forkserver import epoch_gaps, snapshot
+from test_hardening_forkserver import epoch_gaps, sigint_default, snapshot
 
 LONG_SPEC = """\
 name = "long"
 seeds = 2
-epochs = 4000
+epochs = 400
 batch_size = 50
 checkpoint_every = 0.0
 [dataset]
@@ -67,7 +67,8 @@ def test_second_process_on_a_study_folder_is_refused(tmp_path):
     d = tmp_path / "study"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, "-m", "regulab", "study", str(spec), "--out", str(d), "--quiet"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 240
         while _epochs(d / "study.sqlite") < 2 and first.poll() is None and time.monotonic() < deadline:

@@ -254,6 +254,16 @@ def _install_hooks(shm, hooks: dict) -> None:
     study_cli._after_study = after_study
 
 
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child the test interrupts: SIGINT back at its default disposition.
+
+    A suite started in the background (``make test &``, nohup, some CI runners) runs with SIGINT
+    ignored, and exec keeps an ignored signal ignored: Python then installs no KeyboardInterrupt
+    handler and ``regulab study`` (rightly) keeps ignoring it, so the test's Ctrl-C would be lost.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def _child(argv: list[str], shm, hooks: dict, out_fd: int, err_fd: int) -> None:
     import traceback
 
