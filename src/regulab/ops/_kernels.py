@@ -19,6 +19,7 @@ from numba import carray, float32, njit, prange, uint32, uint64
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
+from .._numba_cache import cached_njit
 from ._rng import GOLDEN, M1, M2, MASK32, _splitmix64
 
 __all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK", "view_at", "flat_operands", "seed_keys",
@@ -160,8 +161,8 @@ def parallel_and_serial(py, **options):
     whichever compiled first would serve both (a serial "parallel" kernel, for good).
     So each twin compiles its own renamed copy.
     """
-    return (njit(parallel=True, cache=True, **options)(_renamed(py, "_par")),
-            njit(cache=True, **options)(_renamed(py, "_ser")))
+    return (cached_njit(_renamed(py, "_par"), parallel=True, **options),
+            cached_njit(_renamed(py, "_ser"), **options))
 
 
 _masked_scale_par, _masked_scale_ser = parallel_and_serial(_masked_scale_py)
@@ -256,7 +257,7 @@ def _masked_scale_at_py(px, pout, n, seed, thresh, scale, base, inplace, paralle
         _masked_scale_ser(x, out, k0, k1, thresh, scale, row, base, inplace)
 
 
-_masked_scale_at = njit(cache=True)(_masked_scale_at_py)
+_masked_scale_at = cached_njit(_masked_scale_at_py)
 
 
 def masked_scale_new(x: torch.Tensor, seed: int, thresh: np.ndarray, scale: np.ndarray) -> torch.Tensor:

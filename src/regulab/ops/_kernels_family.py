@@ -30,6 +30,7 @@ from numba.core import types
 from numba.extending import intrinsic
 from torch import Tensor
 
+from .._numba_cache import cached_njit
 from ._kernels import (BLOCK, LANES, PARALLEL_MIN, bits_at, block_keys, flat_operands, parallel_and_serial,
                        set_threads, view_at)
 from ._rng import MASK32
@@ -331,7 +332,7 @@ def _parallel(n: int) -> bool:
 
 # Entry points on the tensors' addresses (see :func:`._kernels.flat_operands`): like the
 # kernels above, on flat views made inside numba.
-@njit(cache=True)
+@cached_njit
 def _alpha_at(px, pout, n, k0, k1, t, a, bk, bd, parallel):
     x, out = view_at(px, n, a), view_at(pout, n, a)
     if parallel:
@@ -340,7 +341,7 @@ def _alpha_at(px, pout, n, k0, k1, t, a, bk, bd, parallel):
         _alpha_ser(x, out, k0, k1, t, a, bk, bd, px == pout)
 
 
-@njit(cache=True)
+@cached_njit
 def _normal_at(px, pout, n, like, k0, k1, sigma, additive, parallel):
     x, out = view_at(px, n, like), view_at(pout, n, like)
     row = max(1, n // sigma.size)
@@ -450,7 +451,7 @@ def _rows_py(x, out, k0, k1, t, s, inner, stream):
 _KERNELS["rows"] = _rows_par, _rows_ser = _pair(_rows_py)
 
 
-@njit(cache=True)
+@cached_njit
 def _rows_at(px, pout, n, k0, k1, t, s, inner, stream, parallel):
     x, out = view_at(px, n, s), view_at(pout, n, s)
     if parallel:

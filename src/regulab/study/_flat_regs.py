@@ -14,14 +14,14 @@ row-major ``(units[b], fan[b])`` (a unit's incoming weights are one row).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from .._numba_cache import cached_njit
 from ..regularizers.constraints import EPS
 
 __all__ = ["l2_value_and_grad", "max_norm_rows"]
 
 
-@njit(cache=True)
+@cached_njit
 def _l2(flat, grad, offs, units, fan, lo, l2x2, l2, out):
     for k in range(l2.size):
         m = lo + k
@@ -37,7 +37,7 @@ def _l2(flat, grad, offs, units, fan, lo, l2x2, l2, out):
         out[k] = np.float32(acc) * l2[k]
 
 
-@njit(cache=True)
+@cached_njit
 def _max_norm(flat, offs, units, fan, lo, c, eps):
     for k in range(c.size):
         m = lo + k

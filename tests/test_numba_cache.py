@@ -1,0 +1,96 @@
+"""regulab._numba_cache: processes compiling signatures of one cached function at once leave a sound cache.
+
+Unguarded, numba's index race maps a signature to another signature's machine code: a fresh
+clone's test run (workers and subprocesses compiling the kernels together) once left a cache on
+which the serial dropout entry crashed every later process with SIGSEGV.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from regulab import _numba_cache
+
+MODULE = textwrap.dedent("""
+    import numpy as np
+    from regulab._numba_cache import cached_njit
+
+    @cached_njit
+    def total(a):
+        s = a.dtype.type(0)
+        for v in a:
+            s += v * a.dtype.type(3)
+        return s
+""")
+DTYPES = ["float64", "float32", "int64", "int32", "int16", "uint8"]
+WORKER = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    from numba.core import caching
+    folder, log = sys.argv[1], os.path.join(sys.argv[1], "saves.log")
+    sys.path.insert(0, folder)
+    save_index, save_data = caching.IndexDataCacheFile._save_index, caching.IndexDataCacheFile._save_data
+
+    def slow_index(self, overloads):  # widen numba's read-index .. write-data window to 0.4 s
+        self._t0 = time.monotonic()
+        time.sleep(0.4)
+        return save_index(self, overloads)
+
+    def logged_data(self, name, data):
+        save_data(self, name, data)
+        with open(log, "a") as f:
+            f.write(f"{getattr(self, '_t0', time.monotonic())} {time.monotonic()}\\n")
+
+    caching.IndexDataCacheFile._save_index, caching.IndexDataCacheFile._save_data = slow_index, logged_data
+    import cachemod
+    go = os.path.join(folder, "go")
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    for name in sys.argv[2:]:
+        a = np.arange(1, 6, dtype=name)
+        assert cachemod.total(a) == 45, (name, cachemod.total(a))
+    print("ok", sys.argv[2:])
+""")
+
+
+def _run_all(folder, groups):
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(folder), *g], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for g in groups]
+    time.sleep(1.5)  # every worker imported and waiting: they compile together
+    (folder / "go").write_text("")
+    return [(p.wait(timeout=300), *p.communicate()) for p in procs]
+
+
+@pytest.mark.skipif(_numba_cache.fcntl is None, reason="no fcntl: numba's own unlocked cache")
+def test_concurrent_compiles_leave_every_signature_loadable(tmp_path):
+    (tmp_path / "cachemod.py").write_text(MODULE)
+    # six processes compile six signatures at once, then each loads them all from the cache
+    for rc, out, err in _run_all(tmp_path, [[d] for d in DTYPES]):
+        assert rc == 0, err
+    # each save (index read .. data written) held the lock: no two overlap in time
+    spans = sorted(tuple(map(float, ln.split())) for ln in (tmp_path / "saves.log").read_text().splitlines())
+    assert len(spans) == len(DTYPES), spans
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+    (tmp_path / "saves.log").unlink()
+    (tmp_path / "go").unlink()
+    for rc, out, err in _run_all(tmp_path, [DTYPES[i:] + DTYPES[:i] for i in range(3)]):
+        assert rc == 0, err  # a signature mapped to another's machine code answers wrong or crashes
+    index = [f for f in os.listdir(tmp_path / "__pycache__") if f.endswith(".nbi")]
+    data = [f for f in os.listdir(tmp_path / "__pycache__") if f.endswith(".nbc")]
+    assert len(index) == 1 and len(data) == len(DTYPES), (index, data)
+    assert os.path.exists(tmp_path / "__pycache__" / _numba_cache.LOCK_NAME)
+
+
+def test_guard_is_idempotent_and_leaves_uncached_dispatchers_alone():
+    from numba import njit
+
+    plain = njit(lambda x: x)
+    assert _numba_cache.guard_cache(plain) is plain and not hasattr(plain._cache, "_cache_file")
+    cached = _numba_cache.cached_njit(lambda x: x + 1)
+    save = cached._cache._cache_file.save
+    assert _numba_cache.guard_cache(cached)._cache._cache_file.save is save  # not wrapped twice
