@@ -127,9 +127,13 @@ def for_each_block(n_members, row):
     return n_members * per_row, per_row
 
 
-def _masked_scale_py(x, out, k0, k1, thresh, scale, row, base, inplace):
-    """out[i] = x[i]·scale[m] if bits(base + i) >= thresh[m] else x[i]·0, with m = i // row
-    (``out`` is ignored and ``x`` overwritten when ``inplace``)."""
+def _masked_scale_py(px, pout, n, seed, thresh, scale, base, inplace):
+    """out[i] = x[i]·scale[m] if bits(base + i) >= thresh[m] else x[i]·0, with m = i // row, for the
+    ``n`` elements at addresses ``px``/``pout`` viewed as (thresh.size, row) (``out`` is ignored and
+    ``x`` overwritten when ``inplace``); the keys are mixed from the int64 ``seed`` here."""
+    x, out = view_at(px, n, scale), view_at(pout, n, scale)
+    k0, k1 = seed_keys(seed)
+    row = n // thresh.size
     nitems, per_row = for_each_block(thresh.size, row)
     for b in prange(nitems):
         m = b // per_row
@@ -187,9 +191,11 @@ def set_threads() -> None:
         _threads.n = n
 
 
-# The eager entry points below hand numba the tensors' addresses, not numpy views: making the
-# two views (``detach``, ``numpy``, ``reshape``) is most of the Python cost of a small call, and
-# right after a large op (a GEMM, a memory-bound pass) every object it touches is out of cache.
+# The kernels take the tensors' addresses, not numpy views: making the two views (``detach``,
+# ``numpy``, ``reshape``) is most of the Python cost of a small call, and right after a large op
+# (a GEMM, a memory-bound pass) every object it touches is out of cache. Each kernel builds its
+# views itself: a cached function that calls another *cached* one can store code that jumps into
+# the other's copy in the compiling process, and crash every process that loads it.
 _LIKE = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
 
 
@@ -247,19 +253,6 @@ def seed_keys(seed):
     return uint32(z & uint64(MASK32)), uint32(z >> uint64(32))
 
 
-def _masked_scale_at_py(px, pout, n, seed, thresh, scale, base, inplace, parallel):
-    x, out = view_at(px, n, scale), view_at(pout, n, scale)
-    k0, k1 = seed_keys(seed)
-    row = n // thresh.size
-    if parallel:
-        _masked_scale_par(x, out, k0, k1, thresh, scale, row, base, inplace)
-    else:
-        _masked_scale_ser(x, out, k0, k1, thresh, scale, row, base, inplace)
-
-
-_masked_scale_at = cached_njit(_masked_scale_at_py)
-
-
 def masked_scale_new(x: torch.Tensor, seed: int, thresh: np.ndarray, scale: np.ndarray) -> torch.Tensor:
     """:func:`masked_scale` of ``x`` into a new tensor: the training-step call, in one Python frame.
 
@@ -275,7 +268,8 @@ def masked_scale_new(x: torch.Tensor, seed: int, thresh: np.ndarray, scale: np.n
     parallel = n >= PARALLEL_MIN
     if parallel:
         set_threads()
-    _masked_scale_at(x.data_ptr(), out.data_ptr(), n, seed, thresh, scale, _BASE0, False, parallel)
+    (_masked_scale_par if parallel else _masked_scale_ser)(x.data_ptr(), out.data_ptr(), n, seed, thresh, scale,
+                                                          _BASE0, False)
     return out
 
 
@@ -296,8 +290,8 @@ def masked_scale(x: torch.Tensor, out: torch.Tensor, seed: int,
     parallel = n >= PARALLEL_MIN
     if parallel:
         set_threads()
-    _masked_scale_at(px, pout, n, seed, thresh, scale.astype(like.dtype, copy=False),
-                     np.int64(base), pout == px, parallel)
+    (_masked_scale_par if parallel else _masked_scale_ser)(px, pout, n, seed, thresh,
+                                                          scale.astype(like.dtype, copy=False), np.int64(base), pout == px)
 
 
 del float32

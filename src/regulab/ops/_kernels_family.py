@@ -30,7 +30,6 @@ from numba.core import types
 from numba.extending import intrinsic
 from torch import Tensor
 
-from .._numba_cache import cached_njit
 from ._kernels import (BLOCK, LANES, PARALLEL_MIN, bits_at, block_keys, flat_operands, parallel_and_serial,
                        set_threads, view_at)
 from ._rng import MASK32
@@ -234,8 +233,11 @@ def _normal_chunk(x, out, start, k0, k1, sigma, row, pos, additive):
             _apply_rows(x, out, z[TILE:], j0 + HALF, min(j0 + HALF + npair, n), pos, sigma, row, additive)
 
 
-def _normal_apply_py(x, out, k0, k1, sigma, row, additive):
-    nblocks = (x.size + BLOCK - 1) // BLOCK
+def _normal_apply_py(px, pout, n, like, k0, k1, sigma, additive):
+    """The ``n`` elements at ``px`` (``like``'s dtype) into ``pout``; ``sigma[m]`` for member row m."""
+    x, out = view_at(px, n, like), view_at(pout, n, like)
+    row = max(1, n // sigma.size)
+    nblocks = (n + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         st = b * BLOCK
         sp = min(st + BLOCK, x.size)
@@ -270,8 +272,11 @@ def _alpha_block_inplace(x, start, k0, k1, t, a, bk, bd):
     _alpha_lanes(x, x, start, k0, k1, t, a, bk, bd)
 
 
-def _alpha_affine_py(x, out, k0, k1, t, a, bk, bd, inplace):
-    nblocks = (x.size + BLOCK - 1) // BLOCK
+def _alpha_affine_py(px, pout, n, k0, k1, t, a, bk, bd):
+    """The ``n`` elements at ``px`` (``a``'s dtype) into ``pout`` (in place when they are one address)."""
+    x, out = view_at(px, n, a), view_at(pout, n, a)
+    inplace = px == pout
+    nblocks = (n + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         st = b * BLOCK
         sp = min(st + BLOCK, x.size)  # blocks are aligned, so none crosses a 2^32 boundary
@@ -311,10 +316,6 @@ _KERNELS = {name: _pair(py) for name, py in (("normal", _normal_apply_py), ("alp
                                                ("keep", _keep_mask_py), ("uniform", _uniform_py))}
 
 
-_normal_par, _normal_ser = _KERNELS["normal"]
-_alpha_par, _alpha_ser = _KERNELS["alpha"]
-
-
 def _kernel(name: str, n: int):
     if n >= PARALLEL_MIN:
         set_threads()
@@ -322,40 +323,11 @@ def _kernel(name: str, n: int):
     return _KERNELS[name][1]
 
 
-def _parallel(n: int) -> bool:
-    """Whether a kernel of ``n`` elements runs on the thread pool (then capped at torch's threads)."""
-    if n >= PARALLEL_MIN:
-        set_threads()
-        return True
-    return False
-
-
-# Entry points on the tensors' addresses (see :func:`._kernels.flat_operands`): like the
-# kernels above, on flat views made inside numba.
-@cached_njit
-def _alpha_at(px, pout, n, k0, k1, t, a, bk, bd, parallel):
-    x, out = view_at(px, n, a), view_at(pout, n, a)
-    if parallel:
-        _alpha_par(x, out, k0, k1, t, a, bk, bd, px == pout)
-    else:
-        _alpha_ser(x, out, k0, k1, t, a, bk, bd, px == pout)
-
-
-@cached_njit
-def _normal_at(px, pout, n, like, k0, k1, sigma, additive, parallel):
-    x, out = view_at(px, n, like), view_at(pout, n, like)
-    row = max(1, n // sigma.size)
-    if parallel:
-        _normal_par(x, out, k0, k1, sigma, row, additive)
-    else:
-        _normal_ser(x, out, k0, k1, sigma, row, additive)
-
-
 def alpha_affine(x: Tensor, out: Tensor, k0: int, k1: int, t: int, a, bk, bd) -> None:
     """out = x·a + bk where bits >= t else x·0 + bd (contiguous CPU tensors; ``out`` may be ``x``)."""
     px, pout, n, like = flat_operands(x, out)
     d = type(like)
-    _alpha_at(px, pout, n, np.uint32(k0), np.uint32(k1), np.uint32(t), d(a), d(bk), d(bd), _parallel(n))
+    _kernel("alpha", n)(px, pout, n, np.uint32(k0), np.uint32(k1), np.uint32(t), d(a), d(bk), d(bd))
 
 
 def normal_apply(x: Tensor, out: Tensor, k0: int, k1: int, sigma: np.ndarray, additive: bool) -> None:
@@ -367,7 +339,7 @@ def normal_apply(x: Tensor, out: Tensor, k0: int, k1: int, sigma: np.ndarray, ad
     """
     px, pout, n, like = flat_operands(x, out)
     dst = torch.empty_like(out) if pout == px and n else out
-    _normal_at(px, dst.data_ptr(), n, like, np.uint32(k0), np.uint32(k1), sigma, bool(additive), _parallel(n))
+    _kernel("normal", n)(px, dst.data_ptr(), n, like, np.uint32(k0), np.uint32(k1), sigma, bool(additive))
     if dst is not out:
         out.copy_(dst)
 
@@ -425,15 +397,17 @@ def _row_value(r, k0, k1, t, s, z):
     return s if bits_at(0, off, k0, hk) >= t else z
 
 
-def _rows_py(x, out, k0, k1, t, s, inner, stream):
-    """x viewed as (rows, inner): out[r] = x[r]·s if bits(r) >= t else x[r]·0 (one mask cell per row).
+def _rows_py(px, pout, n, k0, k1, t, s, inner, stream):
+    """The ``n`` elements at ``px`` (``s``'s dtype) viewed as (rows, inner), into ``pout``:
+    out[r] = x[r]·s if bits(r) >= t else x[r]·0 (one mask cell per row).
 
     The same cells as :func:`keep_value` (cell ``r`` uses counter ``r``), applied without
     materialising the mask; ``stream``: non-temporal stores (large outputs). Streaming work
     items are runs of rows of about BLOCK elements, one store fence each (a fence per short
     row costs more than the stores save); ordinary stores go row by row (measured faster).
     """
-    rows = x.size // inner
+    x, out = view_at(px, n, s), view_at(pout, n, s)
+    rows = n // inner
     z = x.dtype.type(0)
     if stream:
         per = max(1, BLOCK // inner)
@@ -448,16 +422,7 @@ def _rows_py(x, out, k0, k1, t, s, inner, stream):
             _scale_row(x[a:a + inner], out[a:a + inner], _row_value(r, k0, k1, t, s, z))
 
 
-_KERNELS["rows"] = _rows_par, _rows_ser = _pair(_rows_py)
-
-
-@cached_njit
-def _rows_at(px, pout, n, k0, k1, t, s, inner, stream, parallel):
-    x, out = view_at(px, n, s), view_at(pout, n, s)
-    if parallel:
-        _rows_par(x, out, k0, k1, t, s, inner, stream)
-    else:
-        _rows_ser(x, out, k0, k1, t, s, inner, stream)
+_KERNELS["rows"] = _pair(_rows_py)
 
 
 def scale_rows(x: Tensor, out: Tensor, k0: int, k1: int, t: int, s, inner: int) -> None:
@@ -465,5 +430,5 @@ def scale_rows(x: Tensor, out: Tensor, k0: int, k1: int, t: int, s, inner: int) 
     (contiguous CPU tensors; ``out`` may be ``x``); streaming stores from :data:`._stream.STREAM_MIN_BYTES`."""
     px, pout, n, like = flat_operands(x, out)
     s = type(like)(s)
-    _rows_at(px, pout, n, np.uint32(k0), np.uint32(k1), np.uint32(t), s, np.int64(inner),
-             n * s.itemsize >= STREAM_MIN_BYTES, _parallel(n))
+    _kernel("rows", n)(px, pout, n, np.uint32(k0), np.uint32(k1), np.uint32(t), s, np.int64(inner),
+                       n * s.itemsize >= STREAM_MIN_BYTES)
