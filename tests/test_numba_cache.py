@@ -1,8 +1,8 @@
 """regulab._numba_cache: processes compiling signatures of one cached function at once leave a sound cache.
 
-Unguarded, numba's index race maps a signature to another signature's machine code: a fresh
-clone's test run (workers and subprocesses compiling the kernels together) once left a cache on
-which the serial dropout entry crashed every later process with SIGSEGV.
+numba saves an overload by reading the index, picking a data-file number and writing both, with
+no lock: two processes saving at once can pick the same number, and the index then maps one
+signature to the other's machine code. The guard makes each save one turn under a file lock.
 """
 from __future__ import annotations
 
