@@ -56,3 +56,19 @@ def test_a_kernel_source_edit_clears_the_folders_numba_cache(tmp_path):
     src[1].write_text("x = 2\n")  # an edit in a module the kernel only inlines from: dropped
     _kernels.drop_stale_caches(cache, src)
     assert not (cache / "_a.k-1.py311.nbi").exists()
+
+
+def test_no_cached_kernel_calls_another_cached_one():
+    """A cached function compiled where its cached callee came from disk can store code that jumps into
+    that process's copy of the callee, and crash every process that loads it (it did: SIGSEGV after
+    concurrent first runs). Cached kernels call only uncached or inlined numba functions."""
+    from regulab.study import _flat_regs
+
+    def cached(v):
+        return isinstance(v, CPUDispatcher) and type(v._cache).__name__ == "FunctionCache"
+
+    found = _dispatchers() + [v for v in vars(_flat_regs).values() if isinstance(v, CPUDispatcher)]
+    for d in filter(cached, found):
+        f = d.py_func
+        callees = [n for n in f.__code__.co_names if cached(f.__globals__.get(n))]
+        assert not callees, (f.__qualname__, callees)
