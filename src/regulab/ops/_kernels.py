@@ -23,7 +23,7 @@ from .._numba_cache import cached_njit
 from ._rng import GOLDEN, M1, M2, MASK32, _splitmix64
 
 __all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK", "view_at", "flat_operands", "seed_keys",
-           "masked_scale_new"]
+           "masked_scale_new", "pick"]
 
 
 KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules
@@ -169,7 +169,7 @@ def parallel_and_serial(py, **options):
             cached_njit(_renamed(py, "_ser"), **options))
 
 
-_masked_scale_par, _masked_scale_ser = parallel_and_serial(_masked_scale_py)
+_MASKED_SCALE = _masked_scale_par, _masked_scale_ser = parallel_and_serial(_masked_scale_py)
 
 
 _NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
@@ -191,12 +191,21 @@ def set_threads() -> None:
         _threads.n = n
 
 
+def pick(pair, n: int):
+    """The parallel twin of a (parallel, serial) kernel pair from :data:`PARALLEL_MIN` elements (its
+    threads capped at torch's), the serial one below."""
+    if n >= PARALLEL_MIN:
+        set_threads()
+        return pair[0]
+    return pair[1]
+
+
 # The kernels take the tensors' addresses, not numpy views: making the two views (``detach``,
 # ``numpy``, ``reshape``) is most of the Python cost of a small call, and right after a large op
 # (a GEMM, a memory-bound pass) every object it touches is out of cache. Each kernel builds its
 # views itself: a cached function that calls another *cached* one can store code that jumps into
 # the other's copy in the compiling process, and crash every process that loads it.
-_LIKE = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
+_LIKE = {t: d(0) for t, d in _NUMBA_DTYPES.items()}  # a zero of each dtype: its kernels' type tag
 
 
 @intrinsic
@@ -254,26 +263,10 @@ def seed_keys(seed):
 
 
 def masked_scale_new(x: torch.Tensor, seed: int, thresh: np.ndarray, scale: np.ndarray) -> torch.Tensor:
-    """:func:`masked_scale` of ``x`` into a new tensor: the training-step call, in one Python frame.
-
-    Right after a GEMM every frame and object a call touches is a cache miss, so the common
-    case (an activation's forward, its gradient's backward) skips the general entry's layers.
-    """
-    like = _LIKE.get(x.dtype)
-    if like is None or not x.is_cpu or not x.is_contiguous() or scale.dtype != like.dtype:
-        raise ValueError(f"kernel operands: a contiguous CPU float32/float64 tensor and a scale of its dtype, "
-                         f"got {x.dtype} on {x.device} (contiguous {x.is_contiguous()}), scale {scale.dtype}")
+    """:func:`masked_scale` of ``x`` into a new tensor (an activation's forward, a gradient's backward)."""
     out = torch.empty_like(x)
-    n = x.numel()
-    parallel = n >= PARALLEL_MIN
-    if parallel:
-        set_threads()
-    (_masked_scale_par if parallel else _masked_scale_ser)(x.data_ptr(), out.data_ptr(), n, seed, thresh, scale,
-                                                          _BASE0, False)
+    masked_scale(x, out, seed, thresh, scale)
     return out
-
-
-_BASE0 = np.int64(0)
 
 
 def masked_scale(x: torch.Tensor, out: torch.Tensor, seed: int,
@@ -287,11 +280,9 @@ def masked_scale(x: torch.Tensor, out: torch.Tensor, seed: int,
     (``base`` exists so tests can reach counters beyond 2^32 without 16 GB tensors).
     """
     px, pout, n, like = flat_operands(x, out)
-    parallel = n >= PARALLEL_MIN
-    if parallel:
-        set_threads()
-    (_masked_scale_par if parallel else _masked_scale_ser)(px, pout, n, seed, thresh,
-                                                          scale.astype(like.dtype, copy=False), np.int64(base), pout == px)
+    if scale.dtype != like.dtype:  # the kernel reads x's memory as scale's type
+        raise ValueError(f"kernel operands: a scale of the tensors' dtype {x.dtype}, got {scale.dtype}")
+    pick(_MASKED_SCALE, n)(px, pout, n, seed, thresh, scale, np.int64(base), pout == px)
 
 
 del float32

@@ -30,8 +30,7 @@ from numba.core import types
 from numba.extending import intrinsic
 from torch import Tensor
 
-from ._kernels import (BLOCK, LANES, PARALLEL_MIN, bits_at, block_keys, flat_operands, parallel_and_serial,
-                       set_threads, view_at)
+from ._kernels import BLOCK, LANES, bits_at, block_keys, flat_operands, parallel_and_serial, pick, view_at
 from ._rng import MASK32
 from ._stream import STREAM_MIN_BYTES, scale_stream, stream_fence
 
@@ -317,10 +316,7 @@ _KERNELS = {name: _pair(py) for name, py in (("normal", _normal_apply_py), ("alp
 
 
 def _kernel(name: str, n: int):
-    if n >= PARALLEL_MIN:
-        set_threads()
-        return _KERNELS[name][0]
-    return _KERNELS[name][1]
+    return pick(_KERNELS[name], n)
 
 
 def alpha_affine(x: Tensor, out: Tensor, k0: int, k1: int, t: int, a, bk, bd) -> None:

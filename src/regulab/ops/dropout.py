@@ -101,16 +101,12 @@ def _run(x: Tensor, out: Tensor, seed: int, p: float, p_member: Tensor | None) -
     return out
 
 
-_FAST_DTYPES = (torch.float32, torch.float64)
-
-
 def _fresh(x: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
     """The masked, scaled copy of ``x`` as a new contiguous tensor: straight into the kernel for a
-    contiguous CPU float32/float64 ``x`` with one rate (a training step's call), else :func:`_run`."""
-    if p_member is None and x.is_cpu and x.dtype in _FAST_DTYPES and x.is_contiguous():
-        thresh, scale = _scalar_kernel_scales(p, x.dtype)
-        return _kernels.masked_scale_new(x, seed, thresh, scale)
+    CPU float32/float64 ``x`` with one rate (a training step's call), else :func:`_run`."""
     xc = x.contiguous()
+    if p_member is None and _kernels.supported(xc):
+        return _kernels.masked_scale_new(xc, seed, *_scalar_kernel_scales(p, xc.dtype))
     return _run(xc, torch.empty_like(xc), seed, p, p_member)
 
 
