@@ -118,28 +118,58 @@ RAY_SPEC = {"epochs": 4, "seeds": 2, "checkpoint_every": 0.0, "dataset": {"name"
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_worker_killed_mid_task_is_retried_and_results_are_complete(tmp_path, monkeypatch):
+def test_ray_tasks_resume_from_commit_points_after_a_lost_worker_or_an_interrupted_study(tmp_path, monkeypatch):
     """Each group's first task attempt SIGKILLs its worker after its first commit point
-    (REGULAB_TEST_RAY_CRASH_DIR hook in the executor); Ray retries; every run finishes with every
-    epoch exactly once, and the results equal the local executor's."""
+    (REGULAB_TEST_RAY_CRASH_DIR hook in the executor); the driver starts the task again from
+    that commit point (not from scratch). A study interrupted under the local executor resumes
+    under Ray from the local checkpoint. Every run finishes with every epoch exactly once, and
+    the results equal an uninterrupted local study's."""
     ray = pytest.importorskip("ray")
     import regulab
+    from regulab.study import executor
     from regulab.study.store import open_results
 
-    crashes = tmp_path / "crashes"
-    crashes.mkdir()
     regulab.Study(RAY_SPEC, out=tmp_path / "local", quiet=True, threads=1).run()
+    # a local study interrupted after its 2nd commit point: group 1 at epoch 2, group 2 not started
+    real_commit, calls = executor.GroupJob.commit, []
+
+    def interrupted(self, *args):
+        real_commit(self, *args)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(executor.GroupJob, "commit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        regulab.Study(RAY_SPEC, out=tmp_path / "resumed", quiet=True, threads=1).run()
+    monkeypatch.setattr(executor.GroupJob, "commit", real_commit)
+
+    crashes = tmp_path / "crashes"  # (the workers see the environment of ray.init)
+    crashes.mkdir()
     monkeypatch.setenv("REGULAB_TEST_RAY_CRASH_DIR", str(crashes))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        regulab.Study(RAY_SPEC, out=tmp_path / "ray", executor="ray", quiet=True, threads=1).run()
+        for name in ("ray", "resumed"):  # (both studies have the same group keys: a fresh log each)
+            regulab.Study(RAY_SPEC, out=tmp_path / name, executor="ray", quiet=True, threads=1).run()
+            crashes.rename(tmp_path / f"crashes-{name}")
+            crashes.mkdir()
     finally:
         ray.shutdown()
-    res = open_results(tmp_path / "ray")
-    groups = {r["group_key"] for r in res.runs}
-    assert sorted(p.name for p in crashes.iterdir()) == sorted(groups)  # every task lost a worker once
-    assert {r["status"] for r in res.runs} == {"finished"} and len(res.finals) == len(res.runs) == 8
-    snap_ray, snap_local = snapshot(tmp_path / "ray"), snapshot(tmp_path / "local")
-    assert snap_ray["integrity"] == [("ok",)] and epoch_gaps(snap_ray) == []
-    assert snap_ray["epochs"] == snap_local["epochs"] and snap_ray["finals"] == snap_local["finals"]
-    assert snap_ray["weights"] == snap_local["weights"]
+    snap_local = snapshot(tmp_path / "local")
+    for name in ("ray", "resumed"):
+        res = open_results(tmp_path / name)
+        groups = list(dict.fromkeys(r["group_key"] for r in sorted(res.runs, key=lambda r: r["run_id"])))
+        crashes = tmp_path / f"crashes-{name}"
+        assert sorted(p.name for p in crashes.iterdir()) == sorted(f"{g}.log" for g in groups)
+        for i, g in enumerate(groups):  # the first attempt died after its first commit; the second resumed there
+            events = (crashes / f"{g}.log").read_text().split("\n")
+            if name == "resumed" and i == 0:  # resumed at the local study's epoch 2
+                assert events == ["start 2", "commit 3", "start 3", "commit 4", ""], (name, g)
+            else:
+                assert events == ["start 0", "commit 1", "start 1", "commit 2", "commit 3", "commit 4", ""], (name, g)
+        assert {r["status"] for r in res.runs} == {"finished"} and len(res.finals) == len(res.runs) == 8
+        assert {r["executor"] for r in res.runs} == {"ray"}
+        snap = snapshot(tmp_path / name)
+        assert snap["integrity"] == [("ok",)] and epoch_gaps(snap) == []
+        assert snap["epochs"] == snap_local["epochs"] and snap["finals"] == snap_local["finals"]
+        assert snap["weights"] == snap_local["weights"]
+        assert not list((tmp_path / name / "checkpoints").glob("*"))

@@ -61,23 +61,23 @@ def _factory_spec(tmp_path, **kw) -> dict:
 def test_interrupted_study_resumes_to_identical_results(tmp_path, monkeypatch, crash_before_db, per_run):
     spec = _factory_spec(tmp_path) if per_run else TINY
     regulab.Study(spec, out=tmp_path / "ref", quiet=True).run()
-    real_commit, real_record = executor.GroupJob._commit, executor.Store.record_epochs
+    real_commit, real_record = executor.GroupJob.commit, executor.Store.record_epochs
     calls = {"n": 0}
 
-    def crashing_commit(self, trainer, rows, statuses):
+    def crashing_commit(self, tensors, info, rows, statuses):
         calls["n"] += 1
         if calls["n"] == 3:
             if crash_before_db:  # checkpoint written, transaction never happened
                 monkeypatch.setattr(executor.Store, "record_epochs", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
             else:
-                real_commit(self, trainer, rows, statuses)
+                real_commit(self, tensors, info, rows, statuses)
                 raise KeyboardInterrupt
-        real_commit(self, trainer, rows, statuses)
+        real_commit(self, tensors, info, rows, statuses)
 
-    monkeypatch.setattr(executor.GroupJob, "_commit", crashing_commit)
+    monkeypatch.setattr(executor.GroupJob, "commit", crashing_commit)
     with pytest.raises(KeyboardInterrupt):
         regulab.Study(spec, out=tmp_path / "run", quiet=True).run()
-    monkeypatch.setattr(executor.GroupJob, "_commit", real_commit)
+    monkeypatch.setattr(executor.GroupJob, "commit", real_commit)
     monkeypatch.setattr(executor.Store, "record_epochs", real_record)
     part = open_results(tmp_path / "run")
     assert max(e["epoch"] for e in part.epochs) == (2 if crash_before_db else 3)

@@ -23,7 +23,7 @@ import torch
 from ..regularizers import EarlyStoppingRule, EarlyStoppingState
 from .spec import EarlyStopping, Optimizer
 
-__all__ = ["mix", "gen", "order", "lr_at", "es_rule", "es_value", "es_state_to_json", "es_state_from_json",
+__all__ = ["mix", "gen", "order", "lr_at", "drive", "es_rule", "es_value", "es_state_to_json", "es_state_from_json",
            "versions", "BIG"]
 
 BIG = 1e30  # "no max-norm" for a member (max_norm_ needs a positive number)
@@ -51,6 +51,18 @@ def lr_at(opt: Optimizer, epoch: int, epochs: int) -> float:
     if opt.schedule == "step":
         return opt.lr * opt.gamma ** (epoch // opt.step_size)
     return opt.lr
+
+
+def drive(commits, on_commit=None):
+    """Run a trainer's ``commits()`` generator to its end, handing each ``(rows, statuses)`` to
+    ``on_commit`` (when given); returns the generator's result, the final rows."""
+    while True:
+        try:
+            rows, statuses = next(commits)
+        except StopIteration as stop:
+            return stop.value
+        if on_commit is not None:
+            on_commit(rows, statuses)
 
 
 def es_rule(cfg: dict | None) -> EarlyStoppingRule | None:

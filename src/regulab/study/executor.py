@@ -11,6 +11,9 @@ On resume, a group with a checkpoint at epoch E drops its rows after E and re-in
 checkpoint's rows in one transaction, then continues from E; without a checkpoint its runs
 restart from scratch. At the end: best weights (safetensors, atomic), then one transaction
 with the final metrics and statuses, then the checkpoint is removed.
+
+The Ray executor keeps the same protocol: its tasks stream each commit point back to the
+driver, which writes it here, so checkpoints serve retries, resumes and either executor.
 """
 from __future__ import annotations
 
@@ -70,51 +73,78 @@ def weights_file(run) -> str:
 
 
 class GroupJob:
-    """One group, trained in this process and committed to ``store``."""
+    """One group's commit protocol on ``store``; :meth:`run` trains it in this process.
 
-    def __init__(self, group: Group, spec: Spec, data, store: Store, progress=None) -> None:
+    The Ray driver uses the same protocol with the training done by a task (:func:`run_ray`):
+    :meth:`checkpoint` to resume, :meth:`begin`, :meth:`commit` per commit point, :meth:`finish`.
+    """
+
+    def __init__(self, group: Group, spec: Spec, store: Store, data=None, progress=None) -> None:
         self.group, self.spec, self.data, self.store, self.progress = group, spec, data, store, progress
         self.ckpt = store.dir / "checkpoints" / f"{group.key}.safetensors"
         self.ids = [r.run_id for r in group.runs]
+        self._saved = None  # the checkpoint read by checkpoint(): its rows and statuses
 
     def run(self) -> None:
         t0 = time.perf_counter()
         trainer = _make_trainer(self.group, self.spec, self.data)
-        self._resume(trainer)
-        self.store.mark_started(self.ids, versions=_versions(), threads=torch.get_num_threads(), executor="local")
-        finals = trainer.run(on_commit=lambda rows, st: self._commit(trainer, rows, st),
+        ck = self.checkpoint()
+        if ck is not None and not _load(trainer, ck):
+            trainer = _make_trainer(self.group, self.spec, self.data)  # unusable: start the group again
+            ck = None
+        self.begin(ck is not None, "local")
+        finals = trainer.run(on_commit=lambda rows, st: self.commit(*trainer.state(), rows, st),
                              on_epoch=self.progress)
-        self._finish(trainer, finals, time.perf_counter() - t0)
+        self.finish(trainer.runs, finals, [trainer.member_weights(m) for m in range(len(finals))],
+                    time.perf_counter() - t0)
 
-    def _resume(self, trainer) -> None:
-        if self.ckpt.exists():
-            try:
-                tensors = load_file(str(self.ckpt))
-                with open(self.ckpt, "rb") as f:  # metadata: the JSON state and the rows of that commit
-                    n = int.from_bytes(f.read(8), "little")
-                    meta = json.loads(f.read(n))["__metadata__"]
-                info, rows, st = json.loads(meta["state"]), json.loads(meta["rows"]), json.loads(meta["statuses"])
-                trainer.load_state(tensors, info)
-            except Exception:  # unreadable or foreign checkpoint: start the group again
-                self.ckpt.unlink(missing_ok=True)
-                trainer.__init__(self.group, self.spec, self.data)
-            else:
-                self.store.record_epochs(rows, {int(k): tuple(v) for k, v in st.items()},
-                                         discard_after=(self.ids, info["epoch"]))
-                return
-        self.store.reset_runs(self.ids)
+    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """The group's last commit point, ``(tensors, state)``; None without a readable one."""
+        self._saved = None
+        if not self.ckpt.exists():
+            return None
+        try:
+            tensors = load_file(str(self.ckpt))
+            with open(self.ckpt, "rb") as f:  # metadata: the JSON state and the rows of that commit
+                n = int.from_bytes(f.read(8), "little")
+                meta = json.loads(f.read(n))["__metadata__"]
+            info, rows, st = json.loads(meta["state"]), json.loads(meta["rows"]), json.loads(meta["statuses"])
+            self._saved = (rows, {int(k): tuple(v) for k, v in st.items()}, int(info["epoch"]))
+        except Exception:  # unreadable: the group starts again
+            return None
+        return tensors, info
 
-    def _commit(self, trainer, rows: list[dict], statuses: dict) -> None:
-        tensors, info = trainer.state()
+    def begin(self, resumed: bool, executor: str, threads: int | None = None) -> None:
+        """The store side of a (re)start: resumed from :meth:`checkpoint`'s state, its rows are
+        re-inserted and any later ones dropped; otherwise the runs restart from scratch."""
+        if resumed:
+            rows, st, epoch = self._saved
+            self.store.record_epochs(rows, st, discard_after=(self.ids, epoch))
+        else:
+            self.ckpt.unlink(missing_ok=True)
+            self.store.reset_runs(self.ids)
+        self.store.mark_started(self.ids, versions=_versions(), executor=executor,
+                                threads=torch.get_num_threads() if threads is None else threads)
+
+    def commit(self, tensors: dict[str, torch.Tensor], info: dict, rows: list[dict], statuses: dict) -> None:
         meta = {"state": json.dumps(info), "rows": json.dumps(rows),
                 "statuses": json.dumps({str(k): list(v) for k, v in statuses.items()})}
         if tensors:  # empty: a user model whose state safetensors can't hold restarts when interrupted
             atomic_save(tensors, self.ckpt, meta)  # 1. checkpoint, durable
         self.store.record_epochs(rows, statuses)  # 2. then the rows, one transaction
 
-    def _finish(self, trainer, finals: list[dict], wall: float) -> None:
-        write_finals(self.store, trainer.runs, finals, [trainer.member_weights(m) for m in range(len(finals))], wall)
+    def finish(self, runs: list, finals: list[dict], weights: list[dict], wall: float) -> None:
+        write_finals(self.store, runs, finals, weights, wall)
         self.ckpt.unlink(missing_ok=True)
+
+
+def _load(trainer, ck) -> bool:
+    """Load a checkpoint into a fresh trainer; False when it belongs elsewhere or is damaged."""
+    try:
+        trainer.load_state(*ck)
+    except Exception:
+        return False
+    return True
 
 
 def write_finals(store: Store, runs: list, finals: list[dict], weights: list[dict], wall: float) -> None:
@@ -139,11 +169,16 @@ def _versions() -> dict:
 
 def run_local(groups: list[Group], spec: Spec, load_data, store: Store, progress=None) -> None:
     for g in groups:
-        GroupJob(g, spec, load_data(g.n_train), store, progress(g) if progress else None).run()
+        GroupJob(g, spec, store, load_data(g.n_train), progress(g) if progress else None).run()
 
 
-def _ray_train(group: Group, spec_json: dict, threads: int):
-    """Ray task: train one group from scratch; return rows, statuses, finals and weights."""
+def _ray_train(group: Group, spec_json: dict, threads: int, checkpoint):
+    """Ray generator task: train one group, from ``checkpoint`` (tensors, state) when given.
+
+    Yields ``("start", resumed)``, then ``("commit", tensors, state, rows, statuses)`` at each
+    commit point, then ``("final", runs, finals, weights, wall)``. The driver stores them
+    (:class:`GroupJob`'s protocol), so a retried or resumed task continues from the last commit.
+    """
     from .._malloc import retain_freed_memory
 
     retain_freed_memory()  # a worker of this job: as the local `regulab study` process
@@ -151,38 +186,53 @@ def _ray_train(group: Group, spec_json: dict, threads: int):
     from .api import load_data
     from .spec import parse_spec
 
-    spec = parse_spec(spec_json)
-    trainer = _make_trainer(group, spec, load_data(spec, group.n_train))
-    rows, statuses = [], {}
-
-    def collect(r, st):
-        rows.extend(r)
-        statuses.update(st)
-        _test_worker_crash(group.key)
-
     t0 = time.perf_counter()
-    finals = trainer.run(on_commit=collect)
+    spec = parse_spec(spec_json)
+    data = load_data(spec, group.n_train)
+    trainer = _make_trainer(group, spec, data)
+    resumed = checkpoint is not None and _load(trainer, checkpoint)
+    if checkpoint is not None and not resumed:
+        trainer = _make_trainer(group, spec, data)
+    _test_worker_crash(group.key, "start", trainer.epoch)
+    yield "start", resumed
+    commits = trainer.commits()
+    while True:
+        try:
+            rows, statuses = next(commits)
+        except StopIteration as stop:
+            finals = stop.value
+            break
+        tensors, info = trainer.state()
+        yield "commit", {k: v.clone() for k, v in tensors.items()}, info, rows, statuses
+        _test_worker_crash(group.key, "commit", trainer.epoch)
     weights = [trainer.member_weights(m) for m in range(len(finals))]
-    return trainer.runs, rows, statuses, finals, weights, time.perf_counter() - t0
+    yield "final", trainer.runs, finals, weights, time.perf_counter() - t0
 
 
-def _test_worker_crash(key: str) -> None:
-    """Test hook: with ``REGULAB_TEST_RAY_CRASH_DIR`` set, the first attempt of each group's task
-    SIGKILLs its own worker after its first commit point (mid-task), as an OOM kill or a lost node
-    would; the marker file it leaves makes the retry run through. Unset: does nothing."""
+def _test_worker_crash(key: str, event: str, epoch: int) -> None:
+    """Test hook: with ``REGULAB_TEST_RAY_CRASH_DIR`` set, each task attempt appends
+    ``"<event> <epoch>"`` to ``<dir>/<key>.log`` at its start and after each commit point, and
+    the first attempt of each group SIGKILLs its own worker after its first commit point
+    (mid-task), as an OOM kill or a lost node would. Unset: does nothing."""
     folder = os.environ.get("REGULAB_TEST_RAY_CRASH_DIR")
     if not folder:
         return
-    try:
-        os.close(os.open(Path(folder) / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+    log = Path(folder) / f"{key}.log"
+    with open(log, "a") as f:
+        f.write(f"{event} {epoch}\n")
+    if event == "commit" and log.read_text().count("commit") == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | None = None,
-            threads: int = 1, progress=None) -> None:
-    """Groups become Ray tasks (max_retries=2); the driver writes every result to SQLite."""
+            threads: int = 1, progress=None, retries: int = 2) -> None:
+    """Groups become Ray generator tasks; the driver stores what they stream back.
+
+    Each commit point of a task reaches the driver, which writes the checkpoint and the rows
+    as the local executor does (:class:`GroupJob`). A task that fails (a lost worker or node,
+    an exception) is started again up to ``retries`` times, from its group's last commit point;
+    an interrupted study resumes from the same checkpoints, under either executor.
+    """
     import ray
 
     started_here = False
@@ -193,21 +243,36 @@ def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | Non
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         started_here = True
     try:
-        task = ray.remote(num_cpus=threads, max_retries=2, retry_exceptions=True)(_ray_train)
+        task = ray.remote(num_cpus=threads, max_retries=0)(_ray_train)
         spec_json = spec.model_dump(mode="json")
-        refs = {task.remote(g, spec_json, threads): g for g in groups}
-        for g in groups:
-            store.reset_runs([r.run_id for r in g.runs])
-            store.mark_started([r.run_id for r in g.runs], versions=_versions(), threads=threads, executor="ray")
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            g = refs[done[0]]
-            runs, rows, statuses, finals, weights, wall = ray.get(done[0])
-            store.record_epochs(rows, statuses)
-            write_finals(store, runs, finals, weights, wall)
-            if progress:
-                progress(g)
+        jobs = [GroupJob(g, spec, store) for g in groups]
+        attempts = {id(j): 0 for j in jobs}
+
+        def submit(job: GroupJob):
+            attempts[id(job)] += 1
+            return task.remote(job.group, spec_json, threads, job.checkpoint())
+
+        running = {submit(j): j for j in jobs}
+        while running:
+            [gen], _ = ray.wait(list(running), num_returns=1)
+            job = running[gen]
+            try:
+                msg = ray.get(next(gen))
+            except ray.exceptions.RayError:
+                del running[gen]
+                if attempts[id(job)] > retries:
+                    raise
+                running[submit(job)] = job
+                continue
+            if msg[0] == "start":
+                job.begin(msg[1], "ray", threads)
+            elif msg[0] == "commit":
+                job.commit(*msg[1:])
+            else:
+                del running[gen]
+                job.finish(*msg[1:])
+                if progress:
+                    progress(job.group)
     finally:
         if started_here:
             ray.shutdown()

@@ -255,7 +255,15 @@ class StackedTrainer:
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, on_commit=None, on_epoch=None, checkpoint_every: float | None = None) -> list[dict]:
-        """Train to the end (or until every member stopped); return the final rows per member."""
+        """Train to the end (or until every member stopped); return the final rows per member.
+
+        ``on_commit(rows, statuses)`` is called at each commit point of :meth:`commits`."""
+        return _common.drive(self.commits(on_epoch, checkpoint_every), on_commit)
+
+    def commits(self, on_epoch=None, checkpoint_every: float | None = None):
+        """Generator: train, yielding ``(rows, statuses)`` at each commit point (every
+        ``checkpoint_every`` seconds and at the end), after which the caller persists
+        :meth:`state` before it asks for more; returns the final rows per member."""
         spec, d = self.spec, self.data
         every = spec.checkpoint_every if checkpoint_every is None else checkpoint_every
         pending, statuses, last = [], {}, time.monotonic()
@@ -280,11 +288,11 @@ class StackedTrainer:
             if on_epoch is not None:
                 on_epoch(self.epoch, dt)
             done = self.epoch >= spec.epochs or not bool(self.active.any())
-            if on_commit is not None and (done or time.monotonic() - last >= every):
-                on_commit(pending, statuses)
+            if done or time.monotonic() - last >= every:
+                yield pending, statuses
                 pending, statuses, last = [], {}, time.monotonic()
-        if on_commit is not None and (pending or statuses):
-            on_commit(pending, statuses)
+        if pending or statuses:
+            yield pending, statuses
         return self.finals()
 
     def _member_epoch_end(self, m, r, tr_loss, c_loss, c_acc, v_loss, v_acc, statuses) -> None:
