@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import StudyError
 from .plan import Group
 from .spec import Spec
 from .store import Store, safe_name
@@ -258,10 +259,13 @@ def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | Non
             job = running[gen]
             try:
                 msg = ray.get(next(gen))
-            except ray.exceptions.RayError:
+            except ray.exceptions.RayError as e:
                 del running[gen]
                 if attempts[id(job)] > retries:
-                    raise
+                    last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
+                    raise StudyError(f"{store.dir}: group {job.group.key} ({len(job.ids)} runs) failed in "
+                                     f"{attempts[id(job)]} Ray task attempts, the last with: {last[0].strip()}; "
+                                     "every committed epoch is kept: re-run the same command to resume") from e
                 running[submit(job)] = job
                 continue
             if msg[0] == "start":
