@@ -53,16 +53,18 @@ def lr_at(opt: Optimizer, epoch: int, epochs: int) -> float:
     return opt.lr
 
 
-def drive(commits, on_commit=None):
-    """Run a trainer's ``commits()`` generator to its end, handing each ``(rows, statuses)`` to
-    ``on_commit`` (when given); returns the generator's result, the final rows."""
+def drive(events, on_commit=None, on_epoch=None):
+    """Run a trainer's ``events()`` generator to its end, handing each commit point's ``(rows,
+    statuses)`` to ``on_commit`` and each epoch's ``(epoch, seconds)`` to ``on_epoch`` (when
+    given); returns the generator's result, the final rows."""
     while True:
         try:
-            rows, statuses = next(commits)
+            kind, *args = next(events)
         except StopIteration as stop:
             return stop.value
-        if on_commit is not None:
-            on_commit(rows, statuses)
+        handler = on_commit if kind == "commit" else on_epoch
+        if handler is not None:
+            handler(*args)
 
 
 def es_rule(cfg: dict | None) -> EarlyStoppingRule | None:

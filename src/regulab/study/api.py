@@ -86,17 +86,17 @@ class Study:
             status = store.statuses()
             todo = [g for g in groups if any(status[r.run_id] not in ("finished", "failed") for r in g.runs)]
             n_runs = sum(len(g.runs) for g in groups)
-            prog = _Progress(self.quiet, n_runs, n_runs - sum(len(g.runs) for g in todo), spec.epochs)
+            prog = _Progress(self.quiet, n_runs, n_runs - sum(len(g.runs) for g in todo), spec.epochs,
+                             concurrent=self.executor == "ray")
             with prog:
                 if self.executor == "ray":
                     from .executor import run_ray
 
-                    run_ray(todo, spec, store, address=self.address, threads=self.threads or 1,
-                            progress=prog.group_done)
+                    run_ray(todo, spec, store, address=self.address, threads=self.threads or 1, progress=prog)
                 else:
                     from .executor import run_local
 
-                    run_local(todo, spec, lambda n: load_data(spec, n), store, progress=prog.for_group)
+                    run_local(todo, spec, lambda n: load_data(spec, n), store, progress=prog)
 
 
 def _disk_full(e: BaseException) -> bool:
@@ -156,22 +156,30 @@ def _first_line(e: BaseException) -> str:
 
 
 class _Progress:
-    """rich progress bars on a terminal, plain log lines otherwise, nothing when quiet."""
+    """rich progress bars on a terminal, plain log lines otherwise, nothing when quiet.
 
-    def __init__(self, quiet: bool, n_runs: int, done: int, epochs: int) -> None:
+    Executors call :meth:`for_group` when a group starts (its ``on_epoch(epoch, seconds)``) and
+    :meth:`group_done` when its runs are finished. ``concurrent`` (Ray: groups train at once)
+    gives each running group its own epochs bar instead of one shared bar.
+    """
+
+    def __init__(self, quiet: bool, n_runs: int, done: int, epochs: int, *, concurrent: bool = False,
+                 console=None) -> None:
         self.quiet, self.n_runs, self.done, self.epochs = quiet, n_runs, done, epochs
-        self.rich = not quiet and sys.stderr.isatty()
+        self.concurrent, self.console = concurrent, console
+        self.rich = not quiet and (console is not None or sys.stderr.isatty())
         self.bar = None
+        self.group_bars: dict[str, int] = {}
 
     def __enter__(self):
         if self.rich:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), transient=False)
+                                TimeRemainingColumn(), transient=False, console=self.console)
             self.bar.start()
             self.t_runs = self.bar.add_task("runs", total=self.n_runs, completed=self.done)
-            self.t_epochs = self.bar.add_task("epochs", total=self.epochs)
+            self.t_epochs = None if self.concurrent else self.bar.add_task("epochs", total=self.epochs)
         elif not self.quiet:
             print(f"regulab study: {self.n_runs} runs, {self.done} already done", file=sys.stderr, flush=True)
         return self
@@ -182,22 +190,29 @@ class _Progress:
 
     def for_group(self, group):
         n, t0 = len(group.runs), time.perf_counter()
-        if self.bar is not None:
-            self.bar.reset(self.t_epochs, total=self.epochs, description=f"epochs ({n} runs stacked)")
+        what = f"{n} runs stacked" if group.stacked else f"{n} run"
+        if self.bar is not None and not self.concurrent:
+            self.bar.reset(self.t_epochs, total=self.epochs, description=f"epochs ({what})")
+            self.group_bars[group.key] = self.t_epochs
 
         def on_epoch(epoch: int, dt: float) -> None:
             if self.bar is not None:
-                self.bar.update(self.t_epochs, completed=epoch)
-                if epoch >= self.epochs:
-                    self.group_done(group)
+                if group.key not in self.group_bars:  # concurrent: its own bar from its first epoch
+                    self.group_bars[group.key] = self.bar.add_task(f"epochs of group {group.key} ({what})",
+                                                                   total=self.epochs)
+                self.bar.update(self.group_bars[group.key], completed=epoch)
             elif not self.quiet and (epoch == 1 or epoch % 10 == 0 or epoch == self.epochs):
-                print(f"regulab study: group of {n} runs, epoch {epoch}/{self.epochs} "
+                where = f"group {group.key}" if self.concurrent else "group"
+                print(f"regulab study: {where} of {what}, epoch {epoch}/{self.epochs} "
                       f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
         return on_epoch
 
     def group_done(self, group) -> None:
         self.done += len(group.runs)
         if self.bar is not None:
+            task = self.group_bars.pop(group.key, None)
+            if self.concurrent and task is not None:
+                self.bar.remove_task(task)
             self.bar.update(self.t_runs, completed=self.done)
         elif not self.quiet:
             print(f"regulab study: {self.done}/{self.n_runs} runs done", file=sys.stderr, flush=True)

@@ -169,15 +169,19 @@ def _versions() -> dict:
 
 
 def run_local(groups: list[Group], spec: Spec, load_data, store: Store, progress=None) -> None:
+    """Train the groups one after the other in this process; ``progress``: see ``api._Progress``."""
     for g in groups:
-        GroupJob(g, spec, store, load_data(g.n_train), progress(g) if progress else None).run()
+        GroupJob(g, spec, store, load_data(g.n_train), progress.for_group(g) if progress else None).run()
+        if progress:
+            progress.group_done(g)
 
 
 def _ray_train(group: Group, spec_json: dict, threads: int, checkpoint):
     """Ray generator task: train one group, from ``checkpoint`` (tensors, state) when given.
 
-    Yields ``("start", resumed)``, then ``("commit", tensors, state, rows, statuses)`` at each
-    commit point, then ``("final", runs, finals, weights, wall)``. The driver stores them
+    Yields ``("start", resumed)``, then ``("epoch", epoch, seconds)`` after each epoch and
+    ``("commit", tensors, state, rows, statuses)`` at each commit point, then ``("final", runs,
+    finals, weights, wall)``. The driver stores them
     (:class:`GroupJob`'s protocol), so a retried or resumed task continues from the last commit.
     """
     from .._malloc import retain_freed_memory
@@ -196,15 +200,18 @@ def _ray_train(group: Group, spec_json: dict, threads: int, checkpoint):
         trainer = _make_trainer(group, spec, data)
     _test_worker_crash(group.key, "start", trainer.epoch)
     yield "start", resumed
-    commits = trainer.commits()
+    events = trainer.events()
     while True:
         try:
-            rows, statuses = next(commits)
+            kind, *args = next(events)
         except StopIteration as stop:
             finals = stop.value
             break
+        if kind == "epoch":
+            yield "epoch", *args
+            continue
         tensors, info = trainer.state()
-        yield "commit", {k: v.clone() for k, v in tensors.items()}, info, rows, statuses
+        yield "commit", {k: v.clone() for k, v in tensors.items()}, info, *args
         _test_worker_crash(group.key, "commit", trainer.epoch)
     weights = [trainer.member_weights(m) for m in range(len(finals))]
     yield "final", trainer.runs, finals, weights, time.perf_counter() - t0
@@ -227,7 +234,8 @@ def _test_worker_crash(key: str, event: str, epoch: int) -> None:
 
 def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | None = None,
             threads: int = 1, progress=None, retries: int = 2) -> None:
-    """Groups become Ray generator tasks; the driver stores what they stream back.
+    """Groups become Ray generator tasks; the driver stores what they stream back (and shows
+    each group's epochs on ``progress``, see ``api._Progress``).
 
     Each commit point of a task reaches the driver, which writes the checkpoint and the rows
     as the local executor does (:class:`GroupJob`). A task that fails (a lost worker or node,
@@ -253,6 +261,7 @@ def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | Non
             attempts[id(job)] += 1
             return task.remote(job.group, spec_json, threads, job.checkpoint())
 
+        on_epoch = {id(j): progress.for_group(j.group) if progress else None for j in jobs}
         running = {submit(j): j for j in jobs}
         while running:
             [gen], _ = ray.wait(list(running), num_returns=1)
@@ -270,13 +279,16 @@ def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | Non
                 continue
             if msg[0] == "start":
                 job.begin(msg[1], "ray", threads)
+            elif msg[0] == "epoch":
+                if on_epoch[id(job)] is not None:
+                    on_epoch[id(job)](*msg[1:])
             elif msg[0] == "commit":
                 job.commit(*msg[1:])
             else:
                 del running[gen]
                 job.finish(*msg[1:])
                 if progress:
-                    progress(job.group)
+                    progress.group_done(job.group)
     finally:
         if started_here:
             ray.shutdown()

@@ -115,14 +115,15 @@ class RunTrainer:
         return torch.tensor([loss / n]), torch.tensor([correct / n])
 
     def run(self, on_commit=None, on_epoch=None, checkpoint_every=None) -> list[dict]:
-        """Train to the end (or early stop / divergence); ``on_commit(rows, statuses)`` at each commit
-        point of :meth:`commits`."""
-        return _common.drive(self.commits(on_epoch, checkpoint_every), on_commit)
+        """Train to the end (or early stop / divergence); ``on_commit(rows, statuses)`` and
+        ``on_epoch(epoch, seconds)`` receive :meth:`events`."""
+        return _common.drive(self.events(checkpoint_every), on_commit, on_epoch)
 
-    def commits(self, on_epoch=None, checkpoint_every=None):
-        """Generator: train, yielding ``(rows, statuses)`` at commit points (every ``checkpoint_every``
-        seconds, and at the end), after which the caller persists :meth:`state` before it asks for
-        more; returns the final rows."""
+    def events(self, checkpoint_every=None):
+        """Generator: train, yielding ``("epoch", epoch, seconds)`` after each epoch and
+        ``("commit", rows, statuses)`` at commit points (every ``checkpoint_every`` seconds, and at
+        the end), after which the caller persists :meth:`state` before it asks for more; returns
+        the final rows."""
         spec, d, r = self.spec, self.data, self.run_
         every = spec.checkpoint_every if checkpoint_every is None else checkpoint_every
         rows, statuses, last = [], {}, time.monotonic()
@@ -142,14 +143,13 @@ class RunTrainer:
                 statuses[r.run_id] = ("failed", self.failed)
             else:
                 self._track(c_loss.item(), c_acc.item(), v_loss.item(), v_acc.item())
-            if on_epoch is not None:
-                on_epoch(self.epoch, dt)
+            yield "epoch", self.epoch, dt
             going = self.epoch < spec.epochs and self.failed is None and not self.stopped
             if going and time.monotonic() - last >= every:
-                yield rows, statuses
+                yield "commit", rows, statuses
                 rows, statuses, last = [], {}, time.monotonic()
         self.stopped = self.stopped or self.epoch
-        yield rows, statuses
+        yield "commit", rows, statuses
         return self.finals()
 
     def _track(self, c_loss, c_acc, v_loss, v_acc) -> None:

@@ -257,13 +257,14 @@ class StackedTrainer:
     def run(self, on_commit=None, on_epoch=None, checkpoint_every: float | None = None) -> list[dict]:
         """Train to the end (or until every member stopped); return the final rows per member.
 
-        ``on_commit(rows, statuses)`` is called at each commit point of :meth:`commits`."""
-        return _common.drive(self.commits(on_epoch, checkpoint_every), on_commit)
+        ``on_commit(rows, statuses)`` and ``on_epoch(epoch, seconds)`` receive :meth:`events`."""
+        return _common.drive(self.events(checkpoint_every), on_commit, on_epoch)
 
-    def commits(self, on_epoch=None, checkpoint_every: float | None = None):
-        """Generator: train, yielding ``(rows, statuses)`` at each commit point (every
-        ``checkpoint_every`` seconds and at the end), after which the caller persists
-        :meth:`state` before it asks for more; returns the final rows per member."""
+    def events(self, checkpoint_every: float | None = None):
+        """Generator: train, yielding ``("epoch", epoch, seconds)`` after each epoch and
+        ``("commit", rows, statuses)`` at each commit point (every ``checkpoint_every`` seconds
+        and at the end), after which the caller persists :meth:`state` before it asks for more;
+        returns the final rows per member."""
         spec, d = self.spec, self.data
         every = spec.checkpoint_every if checkpoint_every is None else checkpoint_every
         pending, statuses, last = [], {}, time.monotonic()
@@ -285,14 +286,13 @@ class StackedTrainer:
                                     val_acc=v_acc[m].item(), lr=lr, epoch_time=dt))
                 self._member_epoch_end(m, r, tr_loss[m].item(), c_loss[m].item(), c_acc[m].item(),
                                        v_loss[m].item(), v_acc[m].item(), statuses)
-            if on_epoch is not None:
-                on_epoch(self.epoch, dt)
+            yield "epoch", self.epoch, dt
             done = self.epoch >= spec.epochs or not bool(self.active.any())
             if done or time.monotonic() - last >= every:
-                yield pending, statuses
+                yield "commit", pending, statuses
                 pending, statuses, last = [], {}, time.monotonic()
         if pending or statuses:
-            yield pending, statuses
+            yield "commit", pending, statuses
         return self.finals()
 
     def _member_epoch_end(self, m, r, tr_loss, c_loss, c_acc, v_loss, v_acc, statuses) -> None:
