@@ -1,9 +1,13 @@
-"""The Ray executor gives the local executor's results (tiny study, local Ray with 2 CPUs)."""
+"""The Ray executor gives the local executor's results (tiny studies, local Ray with 2 CPUs), and
+its tasks train on the driver's data (a data file need only be on the driver's machine)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import regulab
+from regulab.data import load
+from regulab.study import executor
 from regulab.study.store import open_results
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # Ray start-up alone takes ~20-40 s here
@@ -18,16 +22,31 @@ def _key(d):
             [(f["run_id"], f["best_epoch"], f["test_acc"]) for f in res.finals], res)
 
 
-def test_ray_executor_matches_local(tmp_path, capsys):
+def test_ray_executor_matches_local(tmp_path, capsys, monkeypatch):
     ray = pytest.importorskip("ray")
+    d = load("digits")
+    npz = tmp_path / "mine.npz"  # a user's data file, gone from disk once the driver has read it
+    np.savez(npz, x_train=d.x_train.numpy(), y_train=d.y_train.numpy(), x_test=d.x_test.numpy(),
+             y_test=d.y_test.numpy())
+    own = {**SPEC, "dataset": {"name": str(npz)}, "sweep": []}
     regulab.Study(SPEC, out=tmp_path / "local", quiet=True).run()
+    regulab.Study(own, out=tmp_path / "own-local", quiet=True).run()
+    real_run_ray = executor.run_ray
+
+    def run_ray_without_the_file(*args, **kw):
+        npz.unlink(missing_ok=True)
+        return real_run_ray(*args, **kw)
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         capsys.readouterr()
         regulab.Study(SPEC, out=tmp_path / "ray", executor="ray").run()
         log = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("regulab study:")]
+        monkeypatch.setattr(executor, "run_ray", run_ray_without_the_file)
+        regulab.Study(own, out=tmp_path / "own-ray", executor="ray", quiet=True).run()
     finally:
         ray.shutdown()
+    assert not npz.exists() and _key(tmp_path / "own-ray")[:2] == _key(tmp_path / "own-local")[:2]
     ep_l, fin_l, _ = _key(tmp_path / "local")
     ep_r, fin_r, res = _key(tmp_path / "ray")
     assert len({r["group_key"] for r in res.runs}) == 2  # two groups, two Ray tasks

@@ -92,7 +92,8 @@ class Study:
                 if self.executor == "ray":
                     from .executor import run_ray
 
-                    run_ray(todo, spec, store, address=self.address, threads=self.threads or 1, progress=prog)
+                    run_ray(todo, spec, lambda n: load_data(spec, n), store, address=self.address,
+                            threads=self.threads or 1, progress=prog)
                 else:
                     from .executor import run_local
 

@@ -176,24 +176,23 @@ def run_local(groups: list[Group], spec: Spec, load_data, store: Store, progress
             progress.group_done(g)
 
 
-def _ray_train(group: Group, spec_json: dict, threads: int, checkpoint):
-    """Ray generator task: train one group, from ``checkpoint`` (tensors, state) when given.
+def _ray_train(group: Group, spec_json: dict, data, threads: int, checkpoint):
+    """Ray generator task: train one group on ``data`` (the driver's split, so a data file need
+    only be on the driver's machine), from ``checkpoint`` (tensors, state) when given.
 
     Yields ``("start", resumed)``, then ``("epoch", epoch, seconds)`` after each epoch and
     ``("commit", tensors, state, rows, statuses)`` at each commit point, then ``("final", runs,
-    finals, weights, wall)``. The driver stores them
-    (:class:`GroupJob`'s protocol), so a retried or resumed task continues from the last commit.
+    finals, weights, wall)``. The driver stores them (:class:`GroupJob`'s protocol), so a
+    retried or resumed task continues from its group's last commit point.
     """
     from .._malloc import retain_freed_memory
 
     retain_freed_memory()  # a worker of this job: as the local `regulab study` process
     torch.set_num_threads(threads)
-    from .api import load_data
     from .spec import parse_spec
 
     t0 = time.perf_counter()
     spec = parse_spec(spec_json)
-    data = load_data(spec, group.n_train)
     trainer = _make_trainer(group, spec, data)
     resumed = checkpoint is not None and _load(trainer, checkpoint)
     if checkpoint is not None and not resumed:
@@ -232,7 +231,7 @@ def _test_worker_crash(key: str, event: str, epoch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | None = None,
+def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address: str | None = None,
             threads: int = 1, progress=None, retries: int = 2) -> None:
     """Groups become Ray generator tasks; the driver stores what they stream back (and shows
     each group's epochs on ``progress``, see ``api._Progress``).
@@ -254,12 +253,13 @@ def run_ray(groups: list[Group], spec: Spec, store: Store, *, address: str | Non
     try:
         task = ray.remote(num_cpus=threads, max_retries=0)(_ray_train)
         spec_json = spec.model_dump(mode="json")
+        splits = {n: ray.put(load_data(n)) for n in dict.fromkeys(g.n_train for g in groups)}
         jobs = [GroupJob(g, spec, store) for g in groups]
         attempts = {id(j): 0 for j in jobs}
 
         def submit(job: GroupJob):
             attempts[id(job)] += 1
-            return task.remote(job.group, spec_json, threads, job.checkpoint())
+            return task.remote(job.group, spec_json, splits[job.group.n_train], threads, job.checkpoint())
 
         on_epoch = {id(j): progress.for_group(j.group) if progress else None for j in jobs}
         running = {submit(j): j for j in jobs}
