@@ -20,7 +20,7 @@ from .._validate import NONNEG, register
 from ..errors import format_error
 from ._strength import check_strength, is_per_member, per_member_view
 
-__all__ = ["coupled_decay_", "decoupled_decay_", "DecoupledWeightDecay"]
+__all__ = ["coupled_decay_", "decoupled_decay_", "decay_factors", "DecoupledWeightDecay"]
 
 register("coupled_decay_", "weight_decay", NONNEG)
 register("decoupled_decay_", "lr", NONNEG)
@@ -87,15 +87,30 @@ def decoupled_decay_(params, lr, weight_decay) -> None:
     """
     lr = check_strength("decoupled_decay_", "lr", lr, NONNEG)
     weight_decay = check_strength("decoupled_decay_", "weight_decay", weight_decay, NONNEG)
+    params = _as_list(params)
+    for p, factor in zip(params, decay_factors(params, lr, weight_decay)):
+        if factor is not None:
+            p.mul_(factor)
+
+
+def decay_factors(params: list[torch.Tensor], lr, weight_decay) -> list[torch.Tensor | float | None]:
+    """The factor ``1 − lr·λ`` that :func:`decoupled_decay_` multiplies each parameter by (an
+    ``(M, 1, ..., 1)`` tensor for per-member strengths; None for no decay), for validated
+    strengths: a caller that decays the same tensors every step computes them once per lr.
+
+    Examples:
+        >>> decay_factors([torch.ones(2, 3)], 0.1, torch.tensor([1.0, 0.0]))[0].flatten()
+        tensor([0.9000, 1.0000])
+    """
     if not (is_per_member(lr) or is_per_member(weight_decay)):
-        if lr * weight_decay != 0:
-            for p in _as_list(params):
-                p.mul_(1 - lr * weight_decay)  # same float expression as torch's AdamW
-        return
-    for p in _as_list(params):
+        # same float expression as torch's AdamW
+        return [1 - lr * weight_decay if lr * weight_decay != 0 else None for _ in params]
+    out = []
+    for p in params:
         lr_p = per_member_view(lr, p, "decoupled_decay_", "lr") if is_per_member(lr) else lr
         wd_p = per_member_view(weight_decay, p, "decoupled_decay_", "weight_decay") if is_per_member(weight_decay) else weight_decay
-        p.mul_(1 - lr_p * wd_p)  # (M, 1, ..., 1) factor
+        out.append(1 - lr_p * wd_p)  # (M, 1, ..., 1) factor
+    return out
 
 
 class DecoupledWeightDecay:

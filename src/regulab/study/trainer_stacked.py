@@ -21,7 +21,8 @@ import torch
 
 from ..models import FlatParams, build, seeded_module
 from ..ops.gaussian import add_member_noise_
-from ..regularizers import EarlyStoppingState, decoupled_decay_, l1l2_penalty, mixup
+from ..regularizers import EarlyStoppingState, l1l2_penalty, mixup
+from ..regularizers.decay import decay_factors
 from . import _common
 from ._flat_regs import l2_value_and_grad, max_norm_rows
 from .augment import apply_augment
@@ -93,6 +94,7 @@ class StackedTrainer:
             lo, hi = self.r_l1
             self.l1_w = [self.fl.member_scale(self.l1[lo:hi], w) for w in self.W_l1]
         self.step_t = torch.zeros(())
+        self._decay = (None, [])  # (lr, decay factors of W_wd at that lr)
         # optimizer state (flat, like the parameters)
         self.m1 = self.fl.like()
         self.m2 = self.fl.like() if spec.optimizer.name in ("adam", "adamw") else None
@@ -205,9 +207,12 @@ class StackedTrainer:
     @torch.no_grad()
     def _optimizer_step(self, lr: float) -> None:
         opt, flat, g = self.spec.optimizer, self.fl.flat, self.grad
-        if self.r_wd is not None:
-            lo, hi = self.r_wd
-            decoupled_decay_(self.W_wd, lr, self.wd[lo:hi])
+        if self.r_wd is not None:  # decoupled_decay_(self.W_wd, lr, wd), its factors made once per lr
+            if self._decay[0] != lr:
+                lo, hi = self.r_wd
+                self._decay = (lr, decay_factors(self.W_wd, lr, self.wd[lo:hi]))
+            for w, factor in zip(self.W_wd, self._decay[1]):
+                w.mul_(factor)
         self.step_count += 1
         if self.m2 is not None:  # Adam: torch's fused CPU kernel, one pass over the flat buffers
             self.step_t.fill_(self.step_count)
