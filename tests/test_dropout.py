@@ -1,4 +1,5 @@
 """Exact invariants, statistics and integration of regulab.ops.dropout / regulab.nn.Dropout."""
+import contextlib
 import math
 
 import numpy as np
@@ -289,6 +290,20 @@ def test_no_grad_inference_mode_and_requires_grad_variants():
         y = regulab.ops.dropout(xi, 0.5)
         assert ((y == 0) | (y == xi * 2)).all()
         regulab.ops.dropout(xi, 0.5, inplace=True)
+
+
+@pytest.mark.parametrize("mode", ["plain", "no_grad", "inference_mode"])
+def test_without_a_gradient_the_same_mask_and_no_graph(mode):
+    # nothing to differentiate: the kernel runs without an autograd node; same draw, same mask
+    x = torch.randn(3000)
+    torch.manual_seed(4)
+    want = regulab.ops.dropout(x.clone().requires_grad_(), 0.5)
+    ctx = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode, contextlib.nullcontext)
+    torch.manual_seed(4)
+    with ctx():
+        got = regulab.ops.dropout(x.clone().requires_grad_(mode != "plain"), 0.5)
+    assert got.grad_fn is None and not got.requires_grad
+    assert torch.equal(got, want.detach()) and want.grad_fn is not None
 
 
 def test_inplace_writes_into_input_with_and_without_autograd():
