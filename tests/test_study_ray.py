@@ -2,11 +2,15 @@
 its tasks train on the driver's data (a data file need only be on the driver's machine)."""
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 import pytest
 
 import regulab
 from regulab.data import load
+from regulab.errors import StudyError
 from regulab.study import executor
 from regulab.study.store import open_results
 
@@ -37,15 +41,34 @@ def test_ray_executor_matches_local(tmp_path, capsys, monkeypatch):
         npz.unlink(missing_ok=True)
         return real_run_ray(*args, **kw)
 
+    # a model that fails in every Ray worker (not in the driver, which checks the spec first)
+    (tmp_path / "net.py").write_text(
+        "import os\nfrom torch import nn\n"
+        "class Net(nn.Linear):\n"
+        "    def forward(self, x):\n"
+        "        if os.getpid() != int(os.environ['REGULAB_TEST_DRIVER_PID']):\n"
+        "            raise ValueError('boom in the worker')\n"
+        "        return super().forward(x.flatten(1))\n"
+        "def make(input_shape, num_classes):\n"
+        "    return Net(64, num_classes)\n")
+    failing = {"epochs": 2, "seeds": 1, "arms": {"baseline": {}}, "dataset": {"name": "digits"},
+               "model": {"kind": f"{tmp_path / 'net.py'}:make"}}
+    monkeypatch.setenv("REGULAB_TEST_DRIVER_PID", str(os.getpid()))  # (before ray.init: the workers' too)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         capsys.readouterr()
         regulab.Study(SPEC, out=tmp_path / "ray", executor="ray").run()
         log = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("regulab study:")]
+        with pytest.raises(StudyError) as err:
+            regulab.Study(failing, out=tmp_path / "failing", executor="ray", quiet=True).run()
         monkeypatch.setattr(executor, "run_ray", run_ray_without_the_file)
         regulab.Study(own, out=tmp_path / "own-ray", executor="ray", quiet=True).run()
     finally:
         ray.shutdown()
+    # every attempt failed: one line naming the group, the attempts and the task's last error
+    assert re.fullmatch(rf"{re.escape(str(tmp_path / 'failing'))}: group g[0-9a-f]+ \(1 run\) failed in 3 Ray task "
+                        r"attempts, the last with: ValueError: boom in the worker; every committed epoch is kept: "
+                        r"re-run the same command to resume", str(err.value)), str(err.value)
     assert not npz.exists() and _key(tmp_path / "own-ray")[:2] == _key(tmp_path / "own-local")[:2]
     ep_l, fin_l, _ = _key(tmp_path / "local")
     ep_r, fin_r, res = _key(tmp_path / "ray")

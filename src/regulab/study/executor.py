@@ -255,13 +255,13 @@ def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address
         spec_json = spec.model_dump(mode="json")
         splits = {n: ray.put(load_data(n)) for n in dict.fromkeys(g.n_train for g in groups)}
         jobs = [GroupJob(g, spec, store) for g in groups]
-        attempts = {id(j): 0 for j in jobs}
+        attempts = dict.fromkeys(jobs, 0)
 
         def submit(job: GroupJob):
-            attempts[id(job)] += 1
+            attempts[job] += 1
             return task.remote(job.group, spec_json, splits[job.group.n_train], threads, job.checkpoint())
 
-        on_epoch = {id(j): progress.for_group(j.group) if progress else None for j in jobs}
+        on_epoch = {j: progress.for_group(j.group) if progress else None for j in jobs}
         running = {submit(j): j for j in jobs}
         while running:
             [gen], _ = ray.wait(list(running), num_returns=1)
@@ -270,18 +270,19 @@ def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address
                 msg = ray.get(next(gen))
             except ray.exceptions.RayError as e:
                 del running[gen]
-                if attempts[id(job)] > retries:
+                if attempts[job] > retries:
                     last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
-                    raise StudyError(f"{store.dir}: group {job.group.key} ({len(job.ids)} runs) failed in "
-                                     f"{attempts[id(job)]} Ray task attempts, the last with: {last[0].strip()}; "
+                    n = len(job.ids)
+                    raise StudyError(f"{store.dir}: group {job.group.key} ({n} run{'s' * (n != 1)}) failed in "
+                                     f"{attempts[job]} Ray task attempts, the last with: {last[0].strip()}; "
                                      "every committed epoch is kept: re-run the same command to resume") from e
                 running[submit(job)] = job
                 continue
             if msg[0] == "start":
                 job.begin(msg[1], "ray", threads)
             elif msg[0] == "epoch":
-                if on_epoch[id(job)] is not None:
-                    on_epoch[id(job)](*msg[1:])
+                if on_epoch[job] is not None:
+                    on_epoch[job](*msg[1:])
             elif msg[0] == "commit":
                 job.commit(*msg[1:])
             else:
