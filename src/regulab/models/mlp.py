@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import dropout
-from ..ops._rng import draw_seed, mix_seed
+from ..ops._rng import draw_seed_int, mix_seed
 from ..ops.dropout import member_scales
 from . import _fused
 
@@ -83,7 +83,7 @@ def _fusable(t: torch.Tensor) -> bool:
 def _drop_args(generator, p: torch.Tensor, lo: int, hi: int, dtype) -> tuple:
     """(lo, hi, k0, k1, thresholds, scales) of ``regulab.ops.dropout(out[lo:hi], p[lo:hi], generator=...)``:
     the same single draw from ``generator``, the same keys and per-member rates."""
-    k0, k1 = mix_seed(int(draw_seed(generator)))
+    k0, k1 = mix_seed(draw_seed_int(generator))
     thresh, scale = member_scales(p[lo:hi], dtype)
     return lo, hi, k0, k1, thresh, scale.numpy()
 

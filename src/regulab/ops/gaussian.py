@@ -215,7 +215,7 @@ def add_member_noise_(x: Tensor, sigma: np.ndarray, generator: torch.Generator |
     """
     if not (supported(x) and x.is_contiguous()):
         return x.copy_(gaussian_noise(x, torch.from_numpy(sigma), generator=generator))
-    k0, k1 = mix_seed(int(draw_seed(generator)))
+    k0, k1 = mix_seed(draw_seed_int(generator))
     K.normal_apply(x, x, k0, k1, sigma, True)
     return x
 
