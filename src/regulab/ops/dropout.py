@@ -28,7 +28,6 @@ from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold
 __all__ = ["dropout", "masked_scale", "masked_scale_ref"]
 
 register("dropout", "p", PROB)
-_grad_enabled = torch.is_grad_enabled  # bound once, as plain_eager's predicates
 _REF_CHUNK = 1 << 22  # elements per chunk of the torch reference (bounds its int64 temporaries)
 
 
@@ -220,7 +219,7 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
         if not training or x.numel() == 0:
             return x
         if not inplace and plain_eager(x):  # the autograd.Function, its seed drawn as a Python int
-            if x.requires_grad and _grad_enabled():
+            if tracks_gradient(x):
                 return _MaskedScaleFn.apply(x, draw_seed_int(generator), p, None)
             return _fresh(x, draw_seed_int(generator), p, None)  # nothing to differentiate: no node
     elif isinstance(p, Tensor):

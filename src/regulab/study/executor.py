@@ -84,24 +84,20 @@ class GroupJob:
         self.group, self.spec, self.data, self.store, self.progress = group, spec, data, store, progress
         self.ckpt = store.dir / "checkpoints" / f"{group.key}.safetensors"
         self.ids = [r.run_id for r in group.runs]
-        self._saved = None  # the checkpoint read by checkpoint(): its rows and statuses
 
     def run(self) -> None:
         t0 = time.perf_counter()
-        trainer = _make_trainer(self.group, self.spec, self.data)
         ck = self.checkpoint()
-        if ck is not None and not _load(trainer, ck):
-            trainer = _make_trainer(self.group, self.spec, self.data)  # unusable: start the group again
-            ck = None
-        self.begin(ck is not None, "local")
+        trainer, resumed = _trainer(self.group, self.spec, self.data, ck)
+        self.begin(ck if resumed else None, "local")
         finals = trainer.run(on_commit=lambda rows, st: self.commit(*trainer.state(), rows, st),
                              on_epoch=self.progress)
         self.finish(trainer.runs, finals, [trainer.member_weights(m) for m in range(len(finals))],
                     time.perf_counter() - t0)
 
-    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict] | None:
-        """The group's last commit point, ``(tensors, state)``; None without a readable one."""
-        self._saved = None
+    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict, list[dict], dict] | None:
+        """The group's last commit point, ``(tensors, state, rows, statuses)``; None without a
+        readable one. A trainer loads the first two; :meth:`begin` stores the last two."""
         if not self.ckpt.exists():
             return None
         try:
@@ -110,17 +106,16 @@ class GroupJob:
                 n = int.from_bytes(f.read(8), "little")
                 meta = json.loads(f.read(n))["__metadata__"]
             info, rows, st = json.loads(meta["state"]), json.loads(meta["rows"]), json.loads(meta["statuses"])
-            self._saved = (rows, {int(k): tuple(v) for k, v in st.items()}, int(info["epoch"]))
+            return tensors, info, rows, {int(k): tuple(v) for k, v in st.items()}
         except Exception:  # unreadable: the group starts again
             return None
-        return tensors, info
 
-    def begin(self, resumed: bool, executor: str, threads: int | None = None) -> None:
-        """The store side of a (re)start: resumed from :meth:`checkpoint`'s state, its rows are
-        re-inserted and any later ones dropped; otherwise the runs restart from scratch."""
-        if resumed:
-            rows, st, epoch = self._saved
-            self.store.record_epochs(rows, st, discard_after=(self.ids, epoch))
+    def begin(self, resumed_from, executor: str, threads: int | None = None) -> None:
+        """The store side of a (re)start: resumed from a :meth:`checkpoint`, its rows are
+        re-inserted and any later ones dropped; None: the runs restart from scratch."""
+        if resumed_from is not None:
+            _, info, rows, st = resumed_from
+            self.store.record_epochs(rows, st, discard_after=(self.ids, int(info["epoch"])))
         else:
             self.ckpt.unlink(missing_ok=True)
             self.store.reset_runs(self.ids)
@@ -139,13 +134,17 @@ class GroupJob:
         self.ckpt.unlink(missing_ok=True)
 
 
-def _load(trainer, ck) -> bool:
-    """Load a checkpoint into a fresh trainer; False when it belongs elsewhere or is damaged."""
+def _trainer(group: Group, spec: Spec, data, ck) -> tuple:
+    """``(trainer, resumed)``: a new trainer, at the checkpoint ``ck`` when it loads (a damaged
+    one, or one of other runs, leaves a fresh trainer: the group starts again)."""
+    trainer = _make_trainer(group, spec, data)
+    if ck is None:
+        return trainer, False
     try:
-        trainer.load_state(*ck)
+        trainer.load_state(ck[0], ck[1])
     except Exception:
-        return False
-    return True
+        return _make_trainer(group, spec, data), False
+    return trainer, True
 
 
 def write_finals(store: Store, runs: list, finals: list[dict], weights: list[dict], wall: float) -> None:
@@ -192,11 +191,7 @@ def _ray_train(group: Group, spec_json: dict, data, threads: int, checkpoint):
     from .spec import parse_spec
 
     t0 = time.perf_counter()
-    spec = parse_spec(spec_json)
-    trainer = _make_trainer(group, spec, data)
-    resumed = checkpoint is not None and _load(trainer, checkpoint)
-    if checkpoint is not None and not resumed:
-        trainer = _make_trainer(group, spec, data)
+    trainer, resumed = _trainer(group, parse_spec(spec_json), data, checkpoint)
     _test_worker_crash(group.key, "start", trainer.epoch)
     yield "start", resumed
     events = trainer.events()
@@ -256,10 +251,12 @@ def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address
         splits = {n: ray.put(load_data(n)) for n in dict.fromkeys(g.n_train for g in groups)}
         jobs = [GroupJob(g, spec, store) for g in groups]
         attempts = dict.fromkeys(jobs, 0)
+        resume_from = {}  # job -> the checkpoint its running attempt was given
 
         def submit(job: GroupJob):
             attempts[job] += 1
-            return task.remote(job.group, spec_json, splits[job.group.n_train], threads, job.checkpoint())
+            resume_from[job] = ck = job.checkpoint()
+            return task.remote(job.group, spec_json, splits[job.group.n_train], threads, ck and ck[:2])
 
         on_epoch = {j: progress.for_group(j.group) if progress else None for j in jobs}
         running = {submit(j): j for j in jobs}
@@ -279,7 +276,7 @@ def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address
                 running[submit(job)] = job
                 continue
             if msg[0] == "start":
-                job.begin(msg[1], "ray", threads)
+                job.begin(resume_from[job] if msg[1] else None, "ray", threads)
             elif msg[0] == "epoch":
                 if on_epoch[job] is not None:
                     on_epoch[job](*msg[1:])
