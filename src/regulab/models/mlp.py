@@ -252,7 +252,7 @@ class StackedMLP:
                 _fused.relu_backward(gh.numpy(), z.numpy(), gz.numpy(), G[2 * i + 1].numpy(), *drop)
                 torch.bmm(gz.transpose(1, 2), h_in, out=G[2 * i])  # (M, H, in)
                 if i > 0:
-                    gh = torch.baddbmm(gh, gz, P[2 * i]) if self.skips[i] else torch.bmm(gz, P[2 * i])
+                    gh = gh.baddbmm_(gz, P[2 * i]) if self.skips[i] else torch.bmm(gz, P[2 * i])
                 continue
             if key is not None:  # the same mask, regenerated from its seed
                 dropout(gh[lo:hi], p[lo:hi], inplace=True, generator=seeds_again(key))
@@ -268,4 +268,4 @@ class StackedMLP:
             torch.bmm(gz.transpose(1, 2), h_in, out=G[2 * i])  # (M, H, in)
             torch.sum(gz, 1, out=G[2 * i + 1])
             if i > 0:  # grad of h_in: through the layer, plus the skip connection
-                gh = torch.baddbmm(gh, gz, W) if self.skips[i] else torch.bmm(gz, W)  # (M, B, in)
+                gh = gh.baddbmm_(gz, W) if self.skips[i] else torch.bmm(gz, W)  # (M, B, in), the skip's in place
