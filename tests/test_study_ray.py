@@ -41,18 +41,23 @@ def test_ray_executor_matches_local(tmp_path, capsys, monkeypatch):
         npz.unlink(missing_ok=True)
         return real_run_ray(*args, **kw)
 
-    # a model that fails in every Ray worker (not in the driver, which checks the spec first)
+    # a model whose seed-0 run fails in every Ray worker (not in the driver, which checks the spec
+    # first); the seed-1 run (its own group: user models train one run per group) trains
     (tmp_path / "net.py").write_text(
-        "import os\nfrom torch import nn\n"
+        "import os, torch\nfrom torch import nn\n"
         "class Net(nn.Linear):\n"
+        "    def __init__(self, *a):\n"
+        "        super().__init__(*a)\n"
+        "        self.boom = torch.initial_seed() == 0  # built under torch.manual_seed(run seed)\n"
         "    def forward(self, x):\n"
-        "        if os.getpid() != int(os.environ['REGULAB_TEST_DRIVER_PID']):\n"
+        "        if self.boom and os.getpid() != int(os.environ['REGULAB_TEST_DRIVER_PID']):\n"
         "            raise ValueError('boom in the worker')\n"
         "        return super().forward(x.flatten(1))\n"
         "def make(input_shape, num_classes):\n"
         "    return Net(64, num_classes)\n")
-    failing = {"epochs": 2, "seeds": 1, "arms": {"baseline": {}}, "dataset": {"name": "digits"},
+    failing = {"epochs": 2, "seeds": 2, "arms": {"baseline": {}}, "dataset": {"name": "digits"},
                "model": {"kind": f"{tmp_path / 'net.py'}:make"}}
+    cancelled = []
     monkeypatch.setenv("REGULAB_TEST_DRIVER_PID", str(os.getpid()))  # (before ray.init: the workers' too)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -61,14 +66,26 @@ def test_ray_executor_matches_local(tmp_path, capsys, monkeypatch):
         log = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("regulab study:")]
         with pytest.raises(StudyError) as err:
             regulab.Study(failing, out=tmp_path / "failing", executor="ray", quiet=True).run()
+        # a driver stopped early (Ctrl-C at the first task's start) cancels the tasks still running
+        real_cancel, real_begin = ray.cancel, executor.GroupJob.begin
+        monkeypatch.setattr(ray, "cancel", lambda gen, **kw: (cancelled.append(gen), real_cancel(gen, **kw)))
+        monkeypatch.setattr(executor.GroupJob, "begin", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            regulab.Study(SPEC, out=tmp_path / "stopped", executor="ray", quiet=True).run()
+        monkeypatch.setattr(executor.GroupJob, "begin", real_begin)
+        monkeypatch.setattr(ray, "cancel", real_cancel)
         monkeypatch.setattr(executor, "run_ray", run_ray_without_the_file)
         regulab.Study(own, out=tmp_path / "own-ray", executor="ray", quiet=True).run()
     finally:
         ray.shutdown()
     # every attempt failed: one line naming the group, the attempts and the task's last error
     assert re.fullmatch(rf"{re.escape(str(tmp_path / 'failing'))}: group g[0-9a-f]+ \(1 run\) failed in 3 Ray task "
-                        r"attempts, the last with: ValueError: boom in the worker; every committed epoch is kept: "
-                        r"re-run the same command to resume", str(err.value)), str(err.value)
+                        r"attempts, the last with: ValueError: boom in the worker; the other groups finished and "
+                        r"every committed epoch is kept: re-run the same command to resume", str(err.value)), str(err.value)
+    # the failed group's run is left to resume; the other group trained to its end
+    assert {r["seed"]: r["status"] for r in open_results(tmp_path / "failing").runs}[1] == "finished"
+    assert {r["seed"]: r["status"] for r in open_results(tmp_path / "failing").runs}[0] != "finished"
+    assert len(cancelled) == 2  # both groups' tasks of the stopped study
     assert not npz.exists() and _key(tmp_path / "own-ray")[:2] == _key(tmp_path / "own-local")[:2]
     ep_l, fin_l, _ = _key(tmp_path / "local")
     ep_r, fin_r, res = _key(tmp_path / "ray")

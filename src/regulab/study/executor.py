@@ -211,6 +211,17 @@ def _ray_train(group: Group, spec_json: dict, data, threads: int, checkpoint):
     yield "final", trainer.runs, finals, weights, time.perf_counter() - t0
 
 
+def _failed_groups(store: Store, failed: list, attempts: dict) -> str:
+    """The one-line message for groups whose every Ray task attempt failed."""
+    job, last = failed[0]
+    n = len(job.ids)
+    more = len(failed) - 1
+    also = f" (and {more} more group{'s' * (more != 1)})" if more else ""
+    return (f"{store.dir}: group {job.group.key} ({n} run{'s' * (n != 1)}){also} failed in {attempts[job]} Ray task "
+            f"attempts, the last with: {last}; the other groups finished and every committed epoch is kept: "
+            "re-run the same command to resume")
+
+
 def _test_worker_crash(key: str, event: str, epoch: int) -> None:
     """Test hook: with ``REGULAB_TEST_RAY_CRASH_DIR`` set, each task attempt appends
     ``"<event> <epoch>"`` to ``<dir>/<key>.log`` at its start and after each commit point, and
@@ -260,33 +271,44 @@ def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address
 
         on_epoch = {j: progress.for_group(j.group) if progress else None for j in jobs}
         running = {submit(j): j for j in jobs}
-        while running:
-            [gen], _ = ray.wait(list(running), num_returns=1)
-            job = running[gen]
-            try:
-                msg = ray.get(next(gen))
-            except ray.exceptions.RayError as e:
-                del running[gen]
-                if attempts[job] > retries:
-                    last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
-                    n = len(job.ids)
-                    raise StudyError(f"{store.dir}: group {job.group.key} ({n} run{'s' * (n != 1)}) failed in "
-                                     f"{attempts[job]} Ray task attempts, the last with: {last[0].strip()}; "
-                                     "every committed epoch is kept: re-run the same command to resume") from e
-                running[submit(job)] = job
-                continue
-            if msg[0] == "start":
-                job.begin(resume_from[job] if msg[1] else None, "ray", threads)
-            elif msg[0] == "epoch":
-                if on_epoch[job] is not None:
-                    on_epoch[job](*msg[1:])
-            elif msg[0] == "commit":
-                job.commit(*msg[1:])
-            else:
-                del running[gen]
-                job.finish(*msg[1:])
-                if progress:
-                    progress.group_done(job.group)
+        failed: list[tuple[GroupJob, str]] = []  # groups whose every attempt failed, with the last error
+        try:
+            while running:
+                [gen], _ = ray.wait(list(running), num_returns=1)
+                job = running[gen]
+                try:
+                    msg = ray.get(next(gen))
+                except ray.exceptions.RayError as e:
+                    del running[gen]
+                    if attempts[job] > retries:  # given up: the other groups go on to their end
+                        last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
+                        failed.append((job, last[0].strip()))
+                        continue
+                    running[submit(job)] = job
+                    continue
+                if msg[0] == "start":
+                    job.begin(resume_from[job] if msg[1] else None, "ray", threads)
+                elif msg[0] == "epoch":
+                    if on_epoch[job] is not None:
+                        on_epoch[job](*msg[1:])
+                elif msg[0] == "commit":
+                    job.commit(*msg[1:])
+                else:
+                    del running[gen]
+                    job.finish(*msg[1:])
+                    if progress:
+                        progress.group_done(job.group)
+        except BaseException:
+            # the driver stops early (Ctrl-C, a full disk...): on a cluster it does not own, the
+            # running tasks would train on unseen until the driver exits; stop them now
+            for gen in running:
+                try:
+                    ray.cancel(gen)
+                except Exception:  # (a lost connection: nothing left to stop from here)
+                    pass
+            raise
+        if failed:
+            raise StudyError(_failed_groups(store, failed, attempts))
     finally:
         if started_here:
             ray.shutdown()
