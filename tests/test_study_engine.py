@@ -140,3 +140,41 @@ def test_user_factory_model_trains_per_run(tmp_path):
     assert {r["status"] for r in res.runs} == {"finished"}
     assert len({r["group_key"] for r in res.runs}) == 3  # one run per group
     assert all(f["test_acc"] > 0.3 for f in res.finals)
+
+
+def test_a_user_model_that_raises_leaves_the_other_runs_to_finish_then_resumes(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "flaky.py"
+    f.write_text("import os, torch\n"
+                 "class Net(torch.nn.Linear):\n"
+                 "    def __init__(self, *a):\n"
+                 "        super().__init__(*a)\n"
+                 "        self.seed, self.calls = torch.initial_seed(), 0  # built under manual_seed(run seed)\n"
+                 "    def forward(self, x):\n"
+                 "        self.calls += 1\n"
+                 "        if os.environ.get('REGULAB_TEST_BOOM') and self.seed == 0 and self.calls > 6:\n"
+                 "            raise ValueError('boom mid-training')\n"
+                 "        return super().forward(x.flatten(1))\n"
+                 "def make(input_shape, num_classes):\n"
+                 "    return Net(64, num_classes)\n")
+    out = tmp_path / "s"
+    monkeypatch.setenv("REGULAB_TEST_BOOM", "1")
+    toml = tmp_path / "spec.toml"
+    toml.write_text(f'epochs = 4\nseeds = 2\ncheckpoint_every = 0.0\n[dataset]\nname = "digits"\nn_train = 200\n'
+                    f'[model]\nkind = "{f}:make"\n[arms.baseline]\n')
+    assert main(["study", str(toml), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    # one line: the run, the error and where the user's code raised it; the other run trained
+    assert err == (f"regulab study: error: {out}: run baseline/seed=0 (group "
+                   f"{open_results(out).runs[0]['group_key']}) raised ValueError: boom mid-training at {f}:9; "
+                   "the other groups finished and every committed epoch is kept: re-run the same command to resume")
+    res = open_results(out)
+    assert [r["status"] for r in res.runs][1] == "finished" and res.runs[0]["status"] != "finished"
+    done = res.runs[1]["finished_at"]
+    monkeypatch.delenv("REGULAB_TEST_BOOM")  # the model fixed: the same command resumes the failed run only
+    assert main(["study", str(toml), "--out", str(out), "--quiet"]) == 0
+    res = open_results(out)
+    assert {r["status"] for r in res.runs} == {"finished"} and res.runs[1]["finished_at"] == done
+    # a built-in (stacked) model's error is not the user's: it stops the study at once
+    monkeypatch.setattr(executor.GroupJob, "run", lambda self: (_ for _ in ()).throw(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):
+        regulab.Study(TINY, out=tmp_path / "b", quiet=True).run()

@@ -16,6 +16,7 @@ __all__ = [
     "StudyError",
     "format_error",
     "did_you_mean",
+    "first_line",
 ]
 
 
@@ -57,3 +58,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean {match[0]!r}?" if match else None
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (``(no message)`` when empty), for one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"

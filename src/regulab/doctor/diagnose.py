@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .._validate import NONNEG_INT, POS_INT, check, register
-from ..errors import RegulabError
+from ..errors import RegulabError, first_line
 from .determinism import check_determinism
 from .findings import Finding
 from .modes import check_modes, is_batchnorm, stuck_modules
@@ -109,9 +109,8 @@ def _diagnose(model: nn.Module, inputs: tuple, seed: int, repeats: int) -> list[
         rec2 = run_pass(model, inputs)
     except Exception as e:
         shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__ for x in inputs)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise DoctorError(f"doctor: the model's forward must accept the example input of shape {shapes}, "
-                          f"got {type(e).__name__}: {msg}") from None
+                          f"got {type(e).__name__}: {first_line(e)}") from None
     stuck_train += [n for n in stuck_modules(model, False) if n not in stuck_train]
     findings, culprits = check_determinism(model, rec1, rec2)
     findings += check_modes(model, stuck_train, stuck_eval, culprits)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import did_you_mean
+from ..errors import did_you_mean, first_line
 from .diagnose import DoctorError
 
 __all__ = ["load_factory", "build_model", "parse_shape"]
@@ -45,7 +45,7 @@ def _load_file(src: str, target: str):
     except (Exception, SystemExit) as e:  # user code that raises or exits
         sys.modules.pop(key, None)
         raise DoctorError(f"doctor: TARGET file must import cleanly, got {type(e).__name__} "
-                          f"importing {src!r}: {_first_line(e)}") from None
+                          f"importing {src!r}: {first_line(e)}") from None
     return module
 
 
@@ -56,12 +56,7 @@ def _load_module(src: str, target: str):
         return importlib.import_module(src)
     except (Exception, SystemExit) as e:  # user code that raises or exits
         raise DoctorError(f"doctor: TARGET module must import cleanly, got {type(e).__name__} "
-                          f"importing {src!r}: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else "(no message)"
+                          f"importing {src!r}: {first_line(e)}") from None
 
 
 def load_factory(target: str):
@@ -94,7 +89,7 @@ def build_model(target: str) -> nn.Module:
         model = fn()
     except (Exception, SystemExit) as e:  # user code that raises or exits
         raise DoctorError(f"doctor: factory {target!r} must build a model without arguments, got "
-                          f"{type(e).__name__}: {_first_line(e)}") from None
+                          f"{type(e).__name__}: {first_line(e)}") from None
     if not isinstance(model, nn.Module):
         raise DoctorError(f"doctor: factory {target!r} must return a torch.nn.Module, got {type(model).__name__}")
     return model

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SpecError, StudyError
+from ..errors import SpecError, StudyError, first_line
 from .plan import plan
 from .spec import Spec, load_spec, parse_spec, spec_hash
 from .store import Results, Store, open_results
@@ -75,7 +75,7 @@ class Study:
         except Exception as e:
             if not _disk_full(e):
                 raise
-            raise StudyError(f"{self.out}: the disk is full ({_first_line(e)}); every committed epoch is kept: "
+            raise StudyError(f"{self.out}: the disk is full ({first_line(e)}); every committed epoch is kept: "
                              "free some space, then re-run the same command to resume") from None
         return open_results(self.out)
 
@@ -136,24 +136,19 @@ def preflight(spec: Spec, groups) -> None:
             raise
         except (Exception, SystemExit) as e:  # the user's factory raised or exited
             raise SpecError(f"spec.model.kind: {kind} must build a model, got {type(e).__name__}: "
-                            f"{_first_line(e)}") from None
+                            f"{first_line(e)}") from None
         model.eval()
         try:
             with torch.no_grad():
                 out = model(x)
         except (Exception, SystemExit) as e:
             raise SpecError(f"spec.model.kind: {kind} must accept inputs of shape {tuple(x.shape)} "
-                            f"({data.name}), got {type(e).__name__}: {_first_line(e)}") from None
+                            f"({data.name}), got {type(e).__name__}: {first_line(e)}") from None
     want = (len(x), data.num_classes)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise SpecError(f"spec.model.kind: {kind} must output {data.num_classes} class scores per example "
                         f"({data.name} has {data.num_classes} classes), i.e. shape {want}, got {got}")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else "(no message)"
 
 
 class _Progress:

@@ -20,13 +20,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
+import traceback
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import StudyError
+from ..errors import RegulabError, StudyError, first_line
 from .plan import Group
 from .spec import Spec
 from .store import Store, safe_name
@@ -168,11 +170,41 @@ def _versions() -> dict:
 
 
 def run_local(groups: list[Group], spec: Spec, load_data, store: Store, progress=None) -> None:
-    """Train the groups one after the other in this process; ``progress``: see ``api._Progress``."""
+    """Train the groups one after the other in this process; ``progress``: see ``api._Progress``.
+
+    A user's model (a per-run group) that raises while training leaves the other groups to train
+    to their end; then a :class:`StudyError` names the run, the error and where it was raised (its
+    committed epochs are kept: once the model is fixed, the same command resumes it). Errors of
+    the machine (a full disk, memory) and of built-in models stop the study at once.
+    """
+    failed: list[tuple[Group, str]] = []
     for g in groups:
-        GroupJob(g, spec, store, load_data(g.n_train), progress.for_group(g) if progress else None).run()
+        try:
+            GroupJob(g, spec, store, load_data(g.n_train), progress.for_group(g) if progress else None).run()
+        except Exception as e:
+            if g.stacked or isinstance(e, (OSError, MemoryError, sqlite3.Error, RegulabError)):
+                raise
+            failed.append((g, f"{type(e).__name__}: {first_line(e)}{_raised_at(e)}"))
+            continue
         if progress:
             progress.group_done(g)
+    if failed:
+        g, what = failed[0]
+        raise StudyError(_failed(store, f"run {g.runs[0].name} (group {g.key}) raised {what}", len(failed) - 1))
+
+
+def _failed(store: Store, first: str, more: int) -> str:
+    """One line for groups that failed for good while the others trained to their end."""
+    also = f" (and {more} more group{'s' * (more != 1)})" if more else ""
+    return (f"{store.dir}: {first}{also}; the other groups finished and every committed epoch is kept: "
+            "re-run the same command to resume")
+
+
+def _raised_at(e: BaseException) -> str:
+    """`` at FILE:LINE``: the innermost frame outside torch and regulab (the user's code)."""
+    skip = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(skip)]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
 def _ray_train(group: Group, spec_json: dict, data, threads: int, checkpoint):
@@ -209,17 +241,6 @@ def _ray_train(group: Group, spec_json: dict, data, threads: int, checkpoint):
         _test_worker_crash(group.key, "commit", trainer.epoch)
     weights = [trainer.member_weights(m) for m in range(len(finals))]
     yield "final", trainer.runs, finals, weights, time.perf_counter() - t0
-
-
-def _failed_groups(store: Store, failed: list, attempts: dict) -> str:
-    """The one-line message for groups whose every Ray task attempt failed."""
-    job, last = failed[0]
-    n = len(job.ids)
-    more = len(failed) - 1
-    also = f" (and {more} more group{'s' * (more != 1)})" if more else ""
-    return (f"{store.dir}: group {job.group.key} ({n} run{'s' * (n != 1)}){also} failed in {attempts[job]} Ray task "
-            f"attempts, the last with: {last}; the other groups finished and every committed epoch is kept: "
-            "re-run the same command to resume")
 
 
 def _test_worker_crash(key: str, event: str, epoch: int) -> None:
@@ -308,7 +329,10 @@ def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address
                     pass
             raise
         if failed:
-            raise StudyError(_failed_groups(store, failed, attempts))
+            job, last = failed[0]
+            n = len(job.ids)
+            raise StudyError(_failed(store, f"group {job.group.key} ({n} run{'s' * (n != 1)}) failed in "
+                                            f"{attempts[job]} Ray task attempts, the last with: {last}", len(failed) - 1))
     finally:
         if started_here:
             ray.shutdown()
