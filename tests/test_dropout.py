@@ -415,3 +415,21 @@ def test_eager_seed_draw_is_draw_seed_in_any_thread_and_mode():
     t.join()
     assert not errors, errors
     assert got == {"default": want, "gen": want_g}
+
+
+def test_numbas_first_launch_keeps_torchs_thread_count():
+    """numba's first parallel kernel launches its OpenMP threads and resets OpenMP's count to all
+    cores, which torch can share: torch at 1 thread (a Ray task, ``--threads 1``) must stay there,
+    through regulab's first dropout and a stacked model's fused passes."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch, numba, regulab\n"
+            "torch.set_num_threads(1)\n"
+            "regulab.ops.dropout(torch.randn(1 << 20), 0.5)\n"
+            "assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1, torch.get_num_threads()\n"
+            "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "NUMBA_NUM_THREADS": "2"})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -146,3 +146,34 @@ def test_fused_relu_passes_equal_the_torch_ops(p_range):
     torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6, equal_nan=True)
     torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-6, equal_nan=True)
     assert bool(torch.isnan(l1[2]).any()) and not bool(torch.isnan(l1[0]).any())
+
+
+def test_fused_passes_cap_their_threads_at_torchs():
+    """A worker at ``torch.set_num_threads(1)`` (a Ray task, ``--threads 1``) must not run numba on
+    every core: the fused passes' parallel kernels take torch's count, as every regulab kernel."""
+    import numba
+
+    from regulab.models import _fused
+    from regulab.ops import _kernels
+
+    net, fl, _ = _stack("mlp", {"widths": [64]}, (40,), M=4)
+    B = 128
+    assert net.fused and 4 * B * 64 >= _fused._PARALLEL_MIN  # the parallel kernels
+    seen, before = [], torch.get_num_threads()
+    _kernels.set_threads()  # numba's threads launched (see test_dropout: its launch keeps torch's count)
+    try:
+        torch.set_num_threads(1)
+        _kernels._threads.n = None  # a fresh worker: numba at its default, all cores
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        logits, ctx = net.forward_train(fl.views(), torch.randn(4, B, 40), p=torch.full((4,), 0.3),
+                                        seeds=lambda: (0, torch.Generator().manual_seed(1)))
+        seen.append(numba.get_num_threads())
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # (as if another library had set it)
+        _kernels._threads.n = None
+        net.backward(fl.views(), fl.views(fl.like()), ctx, torch.randn(4, B, 10),
+                     lambda j: torch.Generator().manual_seed(1))
+        seen.append(numba.get_num_threads())
+    finally:
+        torch.set_num_threads(before)
+        _kernels._threads.n = None
+    assert seen == [1, 1]

@@ -180,12 +180,29 @@ def supported(x: torch.Tensor) -> bool:
     return x.is_cpu and x.dtype in _NUMBA_DTYPES
 
 
-_threads = threading.local()  # numba's thread count is per calling thread; torch's is per process
+_threads = threading.local()  # numba's thread count is per calling thread
+
+
+_pool_launched = False
 
 
 def set_threads() -> None:
-    """Cap numba's threads at torch's current setting (cheap when unchanged)."""
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    """Cap numba's threads at torch's current setting (cheap when unchanged).
+
+    numba's first parallel use launches its OpenMP threads and sets OpenMP's thread count to all
+    cores; torch's ``omp_set_num_threads``/``omp_get_max_threads`` can bind to that same runtime,
+    so a process at ``torch.set_num_threads(1)`` (a Ray task, ``regulab study --threads 1``)
+    would silently go back to every core. The launch happens here, once, and torch's count is
+    put back.
+    """
+    global _pool_launched
+    t = torch.get_num_threads()
+    if not _pool_launched:
+        numba.get_num_threads()  # launches numba's threads
+        if torch.get_num_threads() != t:
+            torch.set_num_threads(t)
+        _pool_launched = True
+    n = max(1, min(t, numba.config.NUMBA_NUM_THREADS))
     if getattr(_threads, "n", None) != n:
         numba.set_num_threads(n)
         _threads.n = n
