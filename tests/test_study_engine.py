@@ -174,6 +174,16 @@ def test_a_user_model_that_raises_leaves_the_other_runs_to_finish_then_resumes(t
     assert main(["study", str(toml), "--out", str(out), "--quiet"]) == 0
     res = open_results(out)
     assert {r["status"] for r in res.runs} == {"finished"} and res.runs[1]["finished_at"] == done
+    # a full disk is the machine's, not the model's: it stops the study at once, with its own message
+    def full(*a, **kw):
+        raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                           'message: "No space left on device" })')  # as safetensors words it
+    with monkeypatch.context() as m:
+        m.setattr(executor, "atomic_save", full)
+        assert main(["study", str(toml), "--out", str(tmp_path / "full"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"regulab study: error: {tmp_path / 'full'}: the disk is full") and "\n" not in err
+    assert [r["status"] for r in open_results(tmp_path / "full").runs] != ["finished"] * 2
     # a built-in (stacked) model's error is not the user's: it stops the study at once
     monkeypatch.setattr(executor.GroupJob, "run", lambda self: (_ for _ in ()).throw(ValueError("a bug")))
     with pytest.raises(ValueError, match="a bug"):

@@ -10,7 +10,6 @@ Examples:
 """
 from __future__ import annotations
 
-import errno
 import os
 import statistics
 import sys
@@ -22,7 +21,7 @@ import torch
 from ..errors import SpecError, StudyError, first_line
 from .plan import plan
 from .spec import Spec, load_spec, parse_spec, spec_hash
-from .store import Results, Store, open_results
+from .store import Results, Store, disk_full, open_results
 
 __all__ = ["Study", "load_data", "preflight", "summary_rows"]
 
@@ -73,7 +72,7 @@ class Study:
         try:
             self._run(spec, groups)
         except Exception as e:
-            if not _disk_full(e):
+            if not disk_full(e):
                 raise
             raise StudyError(f"{self.out}: the disk is full ({first_line(e)}); every committed epoch is kept: "
                              "free some space, then re-run the same command to resume") from None
@@ -98,14 +97,6 @@ class Study:
                     from .executor import run_local
 
                     run_local(todo, spec, lambda n: load_data(spec, n), store, progress=prog)
-
-
-def _disk_full(e: BaseException) -> bool:
-    """A full disk (or quota) as OSError, SQLite's "database or disk is full" or safetensors' I/O error."""
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(e)
-    return "disk is full" in text or "No space left on device" in text or "os error 28" in text
 
 
 def preflight(spec: Spec, groups) -> None:

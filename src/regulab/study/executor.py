@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import RegulabError, StudyError, first_line
 from .plan import Group
 from .spec import Spec
-from .store import Store, safe_name
+from .store import Store, disk_full, safe_name
 
 __all__ = ["GroupJob", "run_local", "run_ray", "atomic_save"]
 
@@ -182,7 +182,7 @@ def run_local(groups: list[Group], spec: Spec, load_data, store: Store, progress
         try:
             GroupJob(g, spec, store, load_data(g.n_train), progress.for_group(g) if progress else None).run()
         except Exception as e:
-            if g.stacked or isinstance(e, (OSError, MemoryError, sqlite3.Error, RegulabError)):
+            if g.stacked or disk_full(e) or isinstance(e, (OSError, MemoryError, sqlite3.Error, RegulabError)):
                 raise
             failed.append((g, f"{type(e).__name__}: {first_line(e)}{_raised_at(e)}"))
             continue
@@ -202,7 +202,7 @@ def _failed(store: Store, first: str, more: int) -> str:
 
 def _raised_at(e: BaseException) -> str:
     """`` at FILE:LINE``: the innermost frame outside torch and regulab (the user's code)."""
-    skip = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+    skip = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.dirname(__file__)) + os.sep)
     frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(skip)]
     return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 

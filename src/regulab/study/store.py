@@ -35,6 +35,7 @@ Examples:
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -48,13 +49,21 @@ from ..errors import StudyError
 
 __all__ = [
     "APPLICATION_ID", "SCHEMA_VERSION", "DB_NAME", "Store", "Results", "open_results",
-    "RUN_COLUMNS", "EPOCH_COLUMNS", "FINAL_COLUMNS", "safe_name",
+    "RUN_COLUMNS", "EPOCH_COLUMNS", "FINAL_COLUMNS", "safe_name", "disk_full",
 ]
 
 APPLICATION_ID = 0x52474C42  # "RGLB"
 MAGIC = "regulab-study"
 SCHEMA_VERSION = 1
 DB_NAME = "study.sqlite"
+
+def disk_full(e: BaseException) -> bool:
+    """A full disk (or quota) as OSError, SQLite's "database or disk is full" or safetensors' I/O error."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "disk is full" in text or "No space left on device" in text or "os error 28" in text
+
 
 RUN_STATUSES = ("pending", "running", "finished", "failed")
 # run_id, name ("<arm>/seed=<seed>"), arm (full arm name incl. swept values), base_arm (arm
