@@ -132,6 +132,33 @@ def test_box_muller_accuracy_against_float64():
     assert float((normal_ref(seed, 0, n).double() - exact).abs().max()) < 2e-6
 
 
+def test_fma_reference_rounds_once():
+    """The reference's emulation of the kernel's float32 fma (a·b + c rounded once) against exact
+    rational arithmetic, on random triples and on a case where float64 rounding then float32
+    rounding (double rounding) would be wrong."""
+    from fractions import Fraction
+
+    from regulab.ops.gaussian import _fma_ref
+
+    def exact_f32(a, b, c):  # round-to-nearest-even of the exact a·b + c, by comparing neighbours
+        e = Fraction(a) * Fraction(b) + Fraction(c)
+        f = np.float32(float(e))
+        cands = [np.nextafter(f, np.float32(-np.inf)), f, np.nextafter(f, np.float32(np.inf))]
+        return float(min(cands, key=lambda v: (abs(Fraction(float(v)) - e), int(np.float32(v).view(np.int32)) & 1)))
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(3000, generator=g), torch.randn(3000, generator=g)
+    c = torch.randn(3000, generator=g) * torch.logspace(-8, 2, 3000)
+    got = _fma_ref(a, b, c).tolist()
+    assert got == [exact_f32(*t) for t in zip(a.tolist(), b.tolist(), c.tolist())]
+    # a·b = 2^-24 − 2^-70 and c = 1 + 2^-23: exactly just below a float32 midpoint; float64 rounds it
+    # onto the midpoint and float32 then ties to even, one ulp too high
+    a, b, c = 2.0**-12 * (1 + 2.0**-23), 2.0**-12 * (1 - 2.0**-23), 1 + 2.0**-23
+    naive = torch.tensor(a, dtype=torch.float64) * b + c
+    assert float(naive.float()) == 1 + 2.0**-22 != exact_f32(a, b, c) == 1 + 2.0**-23
+    assert float(_fma_ref(torch.tensor(a), torch.tensor(b), torch.tensor(c))) == 1 + 2.0**-23
+
+
 def test_normals_statistics():
     z = gaussian_apply(torch.zeros(1 << 20), torch.tensor(11), 1.0, True).double()
     # seeded; standard errors: mean 1e-3, var 1.4e-3, kurtosis ~5e-3

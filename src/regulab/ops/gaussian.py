@@ -7,8 +7,8 @@ itself in eval.
 
 Normals: paired Box-Muller on the counter-based bits (layout and float32
 polynomials in :mod:`._kernels_family`); the torch reference below performs the
-same float32 operations in the same order, so kernel and reference agree bit
-for bit. The noise is computed in float32 for every input dtype; the uniforms
+same float32 operations in the same order (each fused multiply-add emulated
+exactly), so kernel and reference agree bit for bit. The noise is computed in float32 for every input dtype; the uniforms
 sit on a 2^-24 grid, so ``|z| <= 5.77`` (as torch's own ``randn``, whose
 uniforms have 24 bits too). Backward redraws the noise from the seed.
 """
@@ -37,12 +37,26 @@ _REF_CHUNK = 1 << 22  # a multiple of BLOCK
 _f = lambda c: float(c)  # noqa: E731  (the float32 constants, as exact Python floats)
 
 
-def _unit_ref(b: Tensor) -> Tensor:
-    return (b >> 8).to(torch.int32).to(torch.float32) * _f(K._GRID)
+def _fma_ref(a, b, c) -> Tensor:
+    """The kernel's float32 ``fma(a, b, c)``: a·b + c rounded once, emulated exactly.
+
+    a·b is exact in float64 (24 + 24 bits); the float64 sum is made *round-to-odd* (its exact
+    error, from TwoSum, moves an even result to the odd neighbour on the error's side), and a
+    round-to-odd float64 rounds to float32 as the exact value would (53 >= 24 + 2 bits): no
+    double rounding.
+    """
+    a, b, c = (torch.as_tensor(v).double() for v in (a, b, c))
+    p = a * b
+    s = p + c
+    bb = s - p
+    err = (p - (s - bb)) + (c - bb)
+    even = (s.view(torch.int64) & 1) == 0
+    odd = torch.nextafter(s, torch.where(err > 0, math.inf, -math.inf))
+    return torch.where((err != 0) & even, odd, s).float()
 
 
 def _radius_ref(b: Tensor) -> Tensor:
-    v = 1 - _unit_ref(b)
+    v = 1 - (b >> 8).to(torch.int32).to(torch.float32) * _f(K._GRID)  # exact: an integer times 2^-24
     vi = v.view(torch.int32)
     e = (vi >> 23) - 127
     m = ((vi & 0x7FFFFF) | 0x3F800000).view(torch.float32)  # [1, 2)
@@ -51,13 +65,12 @@ def _radius_ref(b: Tensor) -> Tensor:
     e = torch.where(big, e + 1, e)
     s = (m - 1) / (m + 1)
     s2 = s * s
-    poly = s2 * _f(K._L9)
-    for c in (K._L7, K._L5, K._L3):
-        poly = (poly + _f(c)) * s2
-    poly = poly + 1
-    lnv = e.to(torch.float32) * _f(K._LN2) + (s * 2) * poly
+    poly = _f(K._L9)
+    for c in (K._L7, K._L5, K._L3, 1.0):
+        poly = _fma_ref(poly, s2, _f(c))
+    lnv = _fma_ref(e.to(torch.float32), _f(K._LN2), (s + s) * poly)
     # torch.sqrt on CPU is not correctly rounded; float64 sqrt then rounding is (53 >= 2·24 + 2)
-    return torch.sqrt((lnv * -2.0).double()).float()
+    return torch.sqrt((0 - (lnv + lnv)).double()).float()
 
 
 def _sincos_ref(b: Tensor) -> tuple[Tensor, Tensor]:
@@ -65,14 +78,10 @@ def _sincos_ref(b: Tensor) -> tuple[Tensor, Tensor]:
     q = w >> 22
     y = ((w & 0x3FFFFF) - (1 << 21)).to(torch.int32).to(torch.float32) * _f(K._QSTEP)  # [−π/4, π/4)
     y2 = y * y
-    s = y2 * _f(K._S7)
-    for c in (K._S5, K._S3):
-        s = (s + _f(c)) * y2
-    s = s * y + y
-    c = y2 * _f(K._C8)
-    for k in (K._C6, K._C4):
-        c = (c + _f(k)) * y2
-    c = (c * y2 - y2 * 0.5) + 1
+    s = _fma_ref(_fma_ref(_f(K._S7), y2, _f(K._S5)), y2, _f(K._S3))
+    s = _fma_ref(s, y2 * y, y)
+    c = _fma_ref(_fma_ref(_f(K._C8), y2, _f(K._C6)), y2, _f(K._C4))
+    c = _fma_ref(c, y2 * y2, _fma_ref(-0.5, y2, 1.0))
     odd = (q & 1) == 1
     c0, s0 = torch.where(odd, s, c), torch.where(odd, c, s)
     # negation flips the sign bit exactly, as the kernel's xor
@@ -107,8 +116,11 @@ def gaussian_apply_ref(x: Tensor, seed: int, sigma, additive: bool) -> Tensor:
     for c0 in range(0, flat.numel(), _REF_CHUNK):
         c1 = min(flat.numel(), c0 + _REF_CHUNK)
         m = torch.arange(c0, c1, device=x.device) // row  # member of each element
-        z = sig[m] * normal_ref(seed, c0, c1 - c0, 1.0, device=x.device)  # 1·v == v: same steps as σ·(r·c)
-        out[c0:c1] = flat[c0:c1] + z.to(x.dtype) if additive else flat[c0:c1] * (z + 1).to(x.dtype)
+        rc = normal_ref(seed, c0, c1 - c0, 1.0, device=x.device)  # 1·v == v: r·c as the kernel has it
+        if additive:
+            out[c0:c1] = flat[c0:c1] + (sig[m] * rc).to(x.dtype)
+        else:
+            out[c0:c1] = flat[c0:c1] * _fma_ref(sig[m], rc, 1.0).to(x.dtype)
     return out.view(x.shape)
 
 
