@@ -81,10 +81,11 @@ def test_ray_executor_matches_local(tmp_path, capsys, monkeypatch):
     # every attempt failed: one line naming the group, the attempts and the task's last error
     assert re.fullmatch(rf"{re.escape(str(tmp_path / 'failing'))}: group g[0-9a-f]+ \(1 run\) failed in 3 Ray task "
                         r"attempts, the last with: ValueError: boom in the worker; the other groups finished and "
-                        r"every committed epoch is kept: re-run the same command to resume", str(err.value)), str(err.value)
+                        r"every committed epoch is kept: re-run the same command to resume",
+                        str(err.value)), str(err.value)
     # the failed group's run is left to resume; the other group trained to its end
-    assert {r["seed"]: r["status"] for r in open_results(tmp_path / "failing").runs}[1] == "finished"
-    assert {r["seed"]: r["status"] for r in open_results(tmp_path / "failing").runs}[0] != "finished"
+    status = {r["seed"]: r["status"] for r in open_results(tmp_path / "failing").runs}
+    assert status[1] == "finished" and status[0] != "finished"
     assert len(cancelled) == 2  # both groups' tasks of the stopped study
     assert not npz.exists() and _key(tmp_path / "own-ray")[:2] == _key(tmp_path / "own-local")[:2]
     ep_l, fin_l, _ = _key(tmp_path / "local")

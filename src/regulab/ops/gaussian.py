@@ -8,9 +8,10 @@ itself in eval.
 Normals: paired Box-Muller on the counter-based bits (layout and float32
 polynomials in :mod:`._kernels_family`); the torch reference below performs the
 same float32 operations in the same order (each fused multiply-add emulated
-exactly), so kernel and reference agree bit for bit. The noise is computed in float32 for every input dtype; the uniforms
-sit on a 2^-24 grid, so ``|z| <= 5.77`` (as torch's own ``randn``, whose
-uniforms have 24 bits too). Backward redraws the noise from the seed.
+exactly), so kernel and reference agree bit for bit. The noise is computed in
+float32 for every input dtype; the uniforms sit on a 2^-24 grid, so
+``|z| <= 5.77`` (as torch's own ``randn``, whose uniforms have 24 bits too).
+Backward redraws the noise from the seed.
 """
 from __future__ import annotations
 

@@ -331,8 +331,9 @@ def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address
         if failed:
             job, last = failed[0]
             n = len(job.ids)
-            raise StudyError(_failed(store, f"group {job.group.key} ({n} run{'s' * (n != 1)}) failed in "
-                                            f"{attempts[job]} Ray task attempts, the last with: {last}", len(failed) - 1))
+            what = (f"group {job.group.key} ({n} run{'s' * (n != 1)}) failed in {attempts[job]} Ray task attempts, "
+                    f"the last with: {last}")
+            raise StudyError(_failed(store, what, len(failed) - 1))
     finally:
         if started_here:
             ray.shutdown()
