@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange, uint32
 
-from ..ops._kernels import KERNEL_SOURCES, bits_at, block_keys, drop_stale_caches, parallel_and_serial, set_threads
+from ..ops._kernels import KERNEL_SOURCES, bits_at, block_keys, drop_stale_caches, parallel_and_serial, pick
 
 drop_stale_caches(Path(__file__).parent / "__pycache__", [*KERNEL_SOURCES, Path(__file__)])
 
@@ -83,23 +83,14 @@ _bwd_par, _bwd_ser = parallel_and_serial(_relu_backward_py)
 _PARALLEL_MIN = 1 << 15  # elements: below, one thread (waking the pool costs more)
 
 
-def _pick(pair, n: int):
-    """The parallel kernel from _PARALLEL_MIN elements, its threads capped at torch's (as every
-    regulab kernel: a Ray task or ``--threads 1`` must not run numba on all cores), else the serial one."""
-    if n >= _PARALLEL_MIN:
-        set_threads()
-        return pair[0]
-    return pair[1]
-
-
 def relu_forward(z, bias, h, skip: bool, out, lo: int, hi: int, k0: int, k1: int, thresh, scale) -> None:
     """Numpy views of (M, B, H) ``z`` (updated to z + b), (M, H) ``bias``, ``h`` (read when ``skip``),
     ``out``; dropout on members ``lo:hi`` (``lo == hi``: none) with per-member ``thresh``/``scale``."""
-    kernel = _pick((_fwd_par, _fwd_ser), z.size)
+    kernel = pick((_fwd_par, _fwd_ser), z.size, _PARALLEL_MIN)  # threads capped at torch's
     kernel(z, bias, h, skip, out, np.int64(lo), np.int64(hi), np.uint32(k0), np.uint32(k1), thresh, scale)
 
 
 def relu_backward(gh, z, gz, gb, lo: int, hi: int, k0: int, k1: int, thresh, scale) -> None:
     """``gh`` masked in place on members ``lo:hi``, ``gz = gh·[not z <= 0]``, ``gb = Σ_b gz`` (numpy views)."""
-    kernel = _pick((_bwd_par, _bwd_ser), gh.size)
+    kernel = pick((_bwd_par, _bwd_ser), gh.size, _PARALLEL_MIN)
     kernel(gh, z, gz, gb, np.int64(lo), np.int64(hi), np.uint32(k0), np.uint32(k1), thresh, scale)

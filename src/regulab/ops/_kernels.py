@@ -208,10 +208,10 @@ def set_threads() -> None:
         _threads.n = n
 
 
-def pick(pair, n: int):
-    """The parallel twin of a (parallel, serial) kernel pair from :data:`PARALLEL_MIN` elements (its
+def pick(pair, n: int, minimum: int = PARALLEL_MIN):
+    """The parallel twin of a (parallel, serial) kernel pair from ``minimum`` elements (its
     threads capped at torch's), the serial one below."""
-    if n >= PARALLEL_MIN:
+    if n >= minimum:
         set_threads()
         return pair[0]
     return pair[1]

@@ -57,6 +57,7 @@ MAGIC = "regulab-study"
 SCHEMA_VERSION = 1
 DB_NAME = "study.sqlite"
 
+
 def disk_full(e: BaseException) -> bool:
     """A full disk (or quota) as OSError, SQLite's "database or disk is full" or safetensors' I/O error."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
