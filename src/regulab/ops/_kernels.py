@@ -84,7 +84,8 @@ LANES = 64  # elements per inner run: its counter stays 32-bit, so LLVM keeps th
 
 
 @njit(inline="always")
-def _lanes(x, out, start, k0, k1, t, s):
+def masked_lanes(x, out, start, k0, k1, t, s):
+    """out[j] = x[j]·s if bits(start + j) >= t else x[j]·0 (1-D arrays; pass one array twice for in place)."""
     off, hk = block_keys(start, k1)
     z = x.dtype.type(0)
     n = x.size
@@ -101,7 +102,7 @@ def _lanes(x, out, start, k0, k1, t, s):
 
 @njit
 def _fill(x, out, start, k0, k1, t, s):
-    _lanes(x, out, start, k0, k1, t, s)
+    masked_lanes(x, out, start, k0, k1, t, s)
 
 
 @njit
@@ -109,7 +110,7 @@ def _fill_inplace(x, start, k0, k1, t, s):
     # Its own compiled function, with x as both operands of the inlined loop: given two
     # array arguments (aliased when out is x) LLVM's runtime overlap check sends the loop
     # to its scalar fallback, about 10x slower.
-    _lanes(x, x, start, k0, k1, t, s)
+    masked_lanes(x, x, start, k0, k1, t, s)
 
 
 @njit(inline="always")
