@@ -196,7 +196,8 @@ class StackedMLP:
 
         Dropout acts on members ``p_range = (lo, hi)`` only (default: all) with rates ``p[lo:hi]``.
         ``seeds()`` returns ``(key, generator)`` per dropout call; backward rebuilds the generator
-        from ``key`` so masks are never stored.
+        from ``key`` (the fused ReLU passes keep the two 32-bit keys drawn from it) so masks are
+        never stored.
         """
         M = self.M
         h = x.reshape(M, x.shape[1], -1)  # (M, B, in)
@@ -212,12 +213,9 @@ class StackedMLP:
             if fused:  # bias, ReLU, skip and dropout in one numba pass over the GEMM's output
                 z = torch.bmm(h, W.transpose(1, 2))  # (M, B, H), bias added by the kernel
                 out = torch.empty_like(z)
-                key, drop = None, _NO_DROP
-                if p is not None:
-                    key, g = seeds()
-                    drop = _drop_args(g, p, lo, hi, z.dtype)
+                drop = _NO_DROP if p is None else _drop_args(seeds()[1], p, lo, hi, z.dtype)
                 _fused.relu_forward(z.numpy(), b.numpy(), h.numpy(), self.skips[i], out.numpy(), *drop)
-                saved.append((h, z, None, key))
+                saved.append((h, z, None, drop))  # the mask's keys and per-member rates: scalars, no mask
                 h = out
                 continue
             z = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # (M, B, H)
@@ -245,11 +243,10 @@ class StackedMLP:
         gh = torch.bmm(dlogits, P[-2])  # (M, B, H)
         fused = self.fused and _fusable(gh)
         for i in reversed(range(self.n_hidden)):
-            h_in, z, a, key = saved[i]
+            h_in, z, a, key = saved[i]  # (fused: key is the pass's dropout arguments)
             if fused:  # the regenerated mask, ReLU's gradient and the bias gradient in one pass
                 gz = torch.empty_like(gh)
-                drop = _NO_DROP if key is None else _drop_args(seeds_again(key), p, lo, hi, gh.dtype)
-                _fused.relu_backward(gh.numpy(), z.numpy(), gz.numpy(), G[2 * i + 1].numpy(), *drop)
+                _fused.relu_backward(gh.numpy(), z.numpy(), gz.numpy(), G[2 * i + 1].numpy(), *key)
                 torch.bmm(gz.transpose(1, 2), h_in, out=G[2 * i])  # (M, H, in)
                 if i > 0:
                     gh = gh.baddbmm_(gz, P[2 * i]) if self.skips[i] else torch.bmm(gz, P[2 * i])

@@ -25,6 +25,7 @@ from ..regularizers import EarlyStoppingState, l1l2_penalty, mixup
 from ..regularizers.decay import decay_factors
 from . import _common
 from ._flat_regs import l2_value_and_grad, max_norm_rows
+from ._heads import eval_head, train_head
 from .augment import apply_augment
 from .plan import Group
 from .spec import Spec
@@ -69,6 +70,8 @@ class StackedTrainer:
         self.es = {m: _common.es_rule(cfg) for m, cfg in self.es_cfg.items()}
         self.es_state = {m: EarlyStoppingState.initial() for m in self.es}
         self.eval_chunk = eval_chunk
+        self.y_train = data.y_train.to(torch.int32)  # the loss heads' label type
+        self.eps_np = self.eps.numpy().astype(np.float32)
         self.r_p, self.r_ip = _range(self.p > 0), _range(self.input_p > 0)
         self.r_pen = _range((self.l1 > 0) | (self.l2 > 0))
         self.r_l1, self.r_wd = _range(self.l1 > 0), _range(self.wd > 0)
@@ -116,7 +119,7 @@ class StackedTrainer:
     def train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Train every member one epoch; returns per-member (mean loss, std of minibatch losses)."""
         spec, M, e = self.spec, self.M, self.epoch
-        xs, ys = self.data.x_train, self.data.y_train
+        xs, ys = self.data.x_train, self.y_train
         n, B = len(ys), spec.batch_size
         perm = torch.stack([_common.order(r.seed, e, n) for r in self.runs])  # (M, N)
         steps = math.ceil(n / B)
@@ -140,12 +143,13 @@ class StackedTrainer:
         if self.r_sigma is not None:  # input noise, in place (x is this step's own gathered batch)
             lo, hi = self.r_sigma
             add_member_noise_(x[lo:hi], self.sigma_np, generator=g)
-        # one-hot (M, b, C), stored class-major (M, C, b) as the loss head wants it; y is valid
-        target = torch.zeros(M, C, y.shape[1]).scatter_(1, y.unsqueeze(1), 1.0).transpose(1, 2)
+        target = None  # soft targets (M, b, C), with mixup only: else the labels y are the targets
         if self.mix:
+            # one-hot, stored class-major (M, C, b) as the loss head wants it; y is valid
+            target = torch.zeros(M, C, y.shape[1]).scatter_(1, y.long().unsqueeze(1), 1.0).transpose(1, 2)
             x = x.clone()
             for m, alpha in self.mix:
-                r = mixup(x[m], y[m], alpha, generator=g)
+                r = mixup(x[m], y[m].long(), alpha, generator=g)
                 x[m], target[m] = r.inputs, r.soft_targets(C)
         p = self.p if any_p else None
         ip = self.input_p if any_ip else None
@@ -160,7 +164,7 @@ class StackedTrainer:
                                                  input_range=self.r_ip)
         else:
             logits = self.net.forward(self.leaves, x, p=p, input_p=ip, training=True, generator=g)
-        lm, dlogits = self._loss_head(logits.detach(), target)
+        lm, dlogits = self._loss_head(logits.detach(), y, target)
         if self.net.manual:
             self.net.backward(self.P, self.G, ctx, dlogits, lambda j: self._gen("drop", e, s, j))
         else:
@@ -181,21 +185,27 @@ class StackedTrainer:
         self._optimizer_step(lr)
         return lm
 
-    def _loss_head(self, logits: torch.Tensor, target: torch.Tensor):
-        """Per-member mean cross-entropy against label-smoothed (soft) targets, and its gradient.
+    def _loss_head(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
+        """Per-member mean cross-entropy against label-smoothed targets, and its gradient.
 
         Same convention as :func:`regulab.regularizers.label_smoothing_cross_entropy` (target
         ``(1 − ε)·y + ε/C``), written out because the gradient is needed in closed form:
         ``(softmax − target)/B``. The per-run trainer calls the library function; the
         stacked-vs-per-run test checks the two agree.
 
-        ``logits`` and ``target`` are (M, b, C) of any strides; the work runs class-major,
-        on (M, C, b) (the MLP's logits already are, as views): with C = 10 torch's softmax over
-        a contiguous last dimension is about 20x slower than over dim 1 with b contiguous.
-        The gradient is returned as an (M, b, C) view of a class-major tensor.
+        ``logits`` (M, b, C) of any strides; ``y`` (M, b) int32 labels, or soft ``target``
+        (M, b, C) (mixup). The work runs class-major, on (M, C, b) (the MLP's logits already
+        are, as views): labels in one numba pass (:mod:`._heads`), soft targets in torch ops
+        (over dim 1, with b contiguous: ~20x faster than over a contiguous C = 10). The gradient
+        is returned as an (M, b, C) view of a class-major tensor.
         """
         M, b, C = logits.shape
-        lt, tt = logits.transpose(1, 2).contiguous(), target.transpose(1, 2)  # (M, C, b)
+        lt = logits.transpose(1, 2).contiguous()  # (M, C, b)
+        if target is None:  # float32 (as the flat parameters): one numba pass
+            loss, grad = torch.empty(M), torch.empty(M, C, b)
+            train_head(lt.numpy(), y.numpy(), self.eps_np, loss.numpy(), grad.numpy())
+            return loss, grad.transpose(1, 2)
+        tt = target.transpose(1, 2)
         if self.r_eps is not None:
             eps = self.eps.view(M, 1, 1)
             tt = tt.mul(1 - eps).add_(eps / C)
@@ -242,19 +252,15 @@ class StackedTrainer:
         P = self.fl.views(flat)
         loss, correct = torch.zeros(self.M), torch.zeros(self.M)
         fast = getattr(self.net, "forward_eval", None) if not getattr(self.net, "batchnorm", False) else None
+        y32 = y.to(torch.int32)
         for i in range(0, len(y), self.eval_chunk):
-            xc, yc = x[i:i + self.eval_chunk], y[i:i + self.eval_chunk]
-            # softmax class-major (M, C, n): over dim 1 it is ~20x faster than over a contiguous C = 10;
-            # argmax the other way round, on (M, n, C) (first maximum, NaN counts as one, as torch.argmax)
+            xc = x[i:i + self.eval_chunk]
             if fast is not None:
-                lt = fast(P, xc)
-                rows = lt.transpose(1, 2).contiguous()
+                lt = fast(P, xc)  # (M, C, n)
             else:
-                rows = self.net.forward(P, xc, shared=True, training=False)
-                lt = rows.transpose(1, 2).contiguous()
-            lp = torch.log_softmax(lt, 1)
-            loss -= lp.gather(1, yc.view(1, 1, -1).expand(self.M, 1, -1)).sum((1, 2))
-            correct += (rows.argmax(-1) == yc).sum(1)
+                lt = self.net.forward(P, xc, shared=True, training=False).transpose(1, 2).contiguous()
+            # class-major (float32, as the flat parameters): one numba pass (see _heads)
+            eval_head(lt.numpy(), y32[i:i + self.eval_chunk].numpy(), loss.numpy(), correct.numpy())
         n = max(len(y), 1)
         return loss / n, correct / n
 
@@ -282,6 +288,7 @@ class StackedTrainer:
             dt = time.perf_counter() - t0
             lr = _common.lr_at(spec.optimizer, self.epoch - 1, spec.epochs)
             was_active = self.active.clone()
+            improved = torch.zeros(self.M, dtype=torch.bool)
             for m, r in enumerate(self.runs):
                 if not was_active[m]:
                     continue
@@ -289,8 +296,9 @@ class StackedTrainer:
                                     train_noise=tr_std[m].item(), clean_train_loss=c_loss[m].item(),
                                     clean_train_acc=c_acc[m].item(), val_loss=v_loss[m].item(),
                                     val_acc=v_acc[m].item(), lr=lr, epoch_time=dt))
-                self._member_epoch_end(m, r, tr_loss[m].item(), c_loss[m].item(), c_acc[m].item(),
-                                       v_loss[m].item(), v_acc[m].item(), statuses)
+                improved[m] = self._member_epoch_end(m, r, tr_loss[m].item(), c_loss[m].item(), c_acc[m].item(),
+                                                     v_loss[m].item(), v_acc[m].item(), statuses)
+            self.fl.member_rows(improved, self.fl.flat, self.best)  # their best weights, in one copy
             yield "epoch", self.epoch, dt
             done = self.epoch >= spec.epochs or not bool(self.active.any())
             if done or time.monotonic() - last >= every:
@@ -300,17 +308,19 @@ class StackedTrainer:
             yield "commit", pending, statuses
         return self.finals()
 
-    def _member_epoch_end(self, m, r, tr_loss, c_loss, c_acc, v_loss, v_acc, statuses) -> None:
+    def _member_epoch_end(self, m, r, tr_loss, c_loss, c_acc, v_loss, v_acc, statuses) -> bool:
+        """Member ``m``'s bookkeeping after an epoch; True when this is its new best epoch (the
+        caller then copies its weights to ``best``)."""
         ok = all(math.isfinite(v) for v in (tr_loss, c_loss, v_loss))
         if not ok or not bool(torch.isfinite(self.P[0][m]).all()):
             self.failed[m] = f"diverged: non-finite loss at epoch {self.epoch} (train loss {tr_loss})"
             statuses[r.run_id] = ("failed", self.failed[m])
             self._freeze(m, zero=True)
-            return
+            return False
         info = self.best_info[m]
-        if _common.improves(self.spec.selection, info, v_loss, v_acc):
+        best = _common.improves(self.spec.selection, info, v_loss, v_acc)
+        if best:
             info.update(epoch=self.epoch, val_acc=v_acc, val_loss=v_loss, train_loss=c_loss, train_acc=c_acc)
-            self.fl.member_rows(torch.arange(self.M) == m, self.fl.flat, self.best)
             for src, dst in zip(self._buffers(), self.best_bufs):
                 dst[m] = src[m]
         if m in self.es:
@@ -320,6 +330,7 @@ class StackedTrainer:
                 self._freeze(m)
         if not self.active[m] or self.epoch >= self.spec.epochs:
             self.stopped[m] = self.epoch
+        return best
 
     def _freeze(self, m: int, zero: bool = False) -> None:
         sel = torch.arange(self.M) == m
