@@ -10,20 +10,17 @@ from numba import njit
 from regulab.study._heads import eval_head, exp_nonpos, log_pos, train_head
 
 
-@njit
-def _exp_all(x):
-    out = np.empty_like(x)
-    for i in range(x.size):
-        out[i] = exp_nonpos(x[i])
-    return out
+def _elementwise(f):
+    @njit
+    def run(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = f(x[i])
+        return out
+    return run
 
 
-@njit
-def _log_all(x):
-    out = np.empty_like(x)
-    for i in range(x.size):
-        out[i] = log_pos(x[i])
-    return out
+_exp_all, _log_all = _elementwise(exp_nonpos), _elementwise(log_pos)
 
 
 def test_exp_within_1_5_ulp_and_its_special_values():

@@ -38,7 +38,7 @@ from ._kernels import BLOCK, LANES, bits_at, block_keys, flat_operands, parallel
 from ._rng import MASK32
 from ._stream import STREAM_MIN_BYTES, scale_stream, stream_fence
 
-__all__ = ["alpha_affine", "normal_apply", "keep_mask", "uniform", "HALF"]
+__all__ = ["alpha_affine", "normal_apply", "keep_mask", "uniform", "ln_bits", "HALF"]
 
 HALF = BLOCK // 2  # the two halves of a Box-Muller chunk
 
@@ -104,9 +104,16 @@ def _radius(b):
     polynomials: v·2^24 = 2^24 − (b >> 8) is an exact integer-valued float32 (its exponent
     less 24 is v's), m/2 is an exponent decrement, 2s = s + s and −2·ln v = 0 − (ln v + ln v).
     """
-    vi = _bits_from_f32(float32(int32(_M24 - uint32(b >> uint32(8)))))
+    lnv = ln_bits(_bits_from_f32(float32(int32(_M24 - uint32(b >> uint32(8))))), _EXPBIAS24)
+    return np.sqrt(_ZERO - (lnv + lnv))
+
+
+@njit(inline="always", error_model="numpy")
+def ln_bits(vi, bias):
+    """ln(v·2^(127 − bias)) for the positive normal float32 v whose bits are ``vi``: its exponent,
+    plus the atanh series of its mantissa m in [√½, √2) (one division, no multiplier-free tricks)."""
     # int32 − int32 is int64 in numba: cast back, or the vector loop converts through 64-bit lanes
-    e = int32(int32(vi >> uint32(23)) - _EXPBIAS24)
+    e = int32(int32(vi >> uint32(23)) - bias)
     mb = uint32(uint32(vi & _MANT) | _ONEBITS)  # m in [1, 2)
     big = _f32_from_bits(mb) > _SQRT2
     m = _f32_from_bits(uint32(mb - _EXP1)) if big else _f32_from_bits(mb)  # [√½, √2)
@@ -114,8 +121,7 @@ def _radius(b):
     s = (m - _ONE) / (m + _ONE)
     s2 = s * s
     poly = _fma(_fma(_fma(_fma(_L9, s2, _L7), s2, _L5), s2, _L3), s2, _ONE)
-    lnv = _fma(float32(e), _LN2, (s + s) * poly)
-    return np.sqrt(_ZERO - (lnv + lnv))
+    return _fma(float32(e), _LN2, (s + s) * poly)
 
 
 @njit(inline="always", error_model="numpy")

@@ -28,7 +28,7 @@ from numba import float32, int32, njit, uint32
 
 from .._numba_cache import cached_njit
 from ..ops._kernels import KERNEL_SOURCES, drop_stale_caches
-from ..ops._kernels_family import _L, _bits_from_f32, _f32_from_bits, _fma
+from ..ops._kernels_family import _bits_from_f32, _f32_from_bits, _fma, ln_bits
 
 drop_stale_caches(Path(__file__).parent / "__pycache__", [*KERNEL_SOURCES, Path(__file__)])
 
@@ -36,16 +36,14 @@ __all__ = ["train_head", "eval_head", "exp_nonpos", "log_pos"]
 
 F = np.float32
 _ONE, _ZERO, _HALF = F(1.0), F(0.0), F(0.5)
-_LOG2E, _LN2 = F(1.4426950408889634), F(np.log(2.0))
+_LOG2E = F(1.4426950408889634)
 _LN2_HI, _LN2_LO = F(-0.693359375), F(2.12194440e-4)  # −ln 2 in two parts (Cephes): n·hi is exact
 _EXP_MIN = F(-87.0)  # below, exp(x) < 2^-125: 0 beside the maximum term's 1
 _NMIN = F(-126.0)
 _E = tuple(F(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                           1.6666665459e-1, 5.0000001201e-1))
 _E6, _E5, _E4, _E3, _E2, _E1 = _E
-_L9, _L7, _L5, _L3 = _L
-_SQRT2 = F(np.sqrt(2.0))
-_MANT, _ONEBITS, _EXP1, _BIAS = np.uint32(0x7FFFFF), np.uint32(0x3F800000), np.uint32(1 << 23), int32(127)
+_BIAS = int32(127)
 
 
 @njit(inline="always", error_model="numpy")
@@ -65,16 +63,7 @@ def exp_nonpos(x):
 @njit(inline="always", error_model="numpy")
 def log_pos(s):
     """ln s for a positive normal float32 s (NaN and inf pass through)."""
-    b = _bits_from_f32(s)
-    e = int32(int32(b >> uint32(23)) - _BIAS)
-    mb = uint32(uint32(b & _MANT) | _ONEBITS)  # m in [1, 2)
-    big = _f32_from_bits(mb) > _SQRT2
-    m = _f32_from_bits(uint32(mb - _EXP1)) if big else _f32_from_bits(mb)  # [√½, √2)
-    e = int32(e + int32(1)) if big else e
-    u = (m - _ONE) / (m + _ONE)
-    u2 = u * u
-    poly = _fma(_fma(_fma(_fma(_L9, u2, _L7), u2, _L5), u2, _L3), u2, _ONE)
-    out = _fma(float32(e), _LN2, (u + u) * poly)
+    out = ln_bits(_bits_from_f32(s), _BIAS)
     return out if s < np.float32(np.inf) else s  # NaN, inf
 
 
