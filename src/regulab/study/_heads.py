@@ -144,7 +144,9 @@ def _eval(logits, y, scratch, loss, correct):
         x = logits[m]
         _scan(x, y, mx, xy, xs)
         _exps(x, mx, scratch, s)
-        for j in range(n):  # torch.argmax: the first maximum; a NaN beats all but an earlier NaN
+        # torch.argmax: the first maximum; a NaN beats all but an earlier NaN. (xs, the class sum,
+        # serves only the smoothed training loss: its buffer holds the running maximum here.)
+        for j in range(n):
             arg[j] = int32(0)
             xs[j] = x[0, j]
         for c in range(1, C):
@@ -162,7 +164,7 @@ def _eval(logits, y, scratch, loss, correct):
 
 
 def train_head(logits: np.ndarray, y: np.ndarray, eps: np.ndarray, loss: np.ndarray, grad: np.ndarray) -> None:
-    """float32 ``logits`` (M, C, b) C-contiguous, int64 labels ``y`` (M, b), float32 ``eps`` (M,):
+    """float32 ``logits`` (M, C, b) C-contiguous, int32 labels ``y`` (M, b), float32 ``eps`` (M,):
     writes the mean loss per member into ``loss`` (M,) and its gradient into ``grad`` (M, C, b)."""
     _train(logits, y, eps, loss, grad)
 
