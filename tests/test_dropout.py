@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -226,6 +227,30 @@ def test_no_correlation_between_calls_neighbours_and_adjacent_seeds():
     s0 = _rng.bits_ref(1000, 0, n) >= 2**31
     s1 = _rng.bits_ref(1001, 0, n) >= 2**31
     assert abs(_corr(s0, s1)) < bound  # seeds s and s+1
+
+
+def test_words_independent_inside_and_across_runs():
+    """The words of a run are one hash round on ``key + l·GOLDEN`` (see ``_rng``): pairs of words
+    at lags inside a run (1, 2, 31, 63) and across its boundary (64, 65, 4096) must look
+    independent: uniforms uncorrelated (|r| < 5/sqrt(n)) and the joint histogram of the two
+    words' top 4 bits (256 cells) passing a chi-square test against the uniform at p > 1e-4.
+    The histogram takes disjoint pairs (i, i + lag) for i with (i // lag) even, so its cells are
+    multinomial and the chi-square statistic is calibrated."""
+    n = 1 << 22
+    w = _rng.bits_ref(7, 0, n).numpy()
+    u = (w >> 8).astype(np.float64) / 2**24
+    top = (w >> 28).astype(np.int64)
+    for lag in (1, 2, 31, 63, 64, 65, 4096):
+        m = n - lag
+        assert abs(np.corrcoef(u[:-lag], u[lag:])[0, 1]) < 5 / math.sqrt(m), lag
+        first = np.flatnonzero((np.arange(m) // lag) % 2 == 0)
+        cells = np.bincount(top[first] * 16 + top[first + lag], minlength=256)
+        assert scipy.stats.chisquare(cells).pvalue > 1e-4, lag
+    # one lane pair at a time (lane 0 with lanes 1 and 63 of the same run): 65536 runs each
+    runs = w.reshape(-1, _rng.RUN) >> 28
+    for lane in (1, 63):
+        cells = np.bincount(runs[:, 0].astype(np.int64) * 16 + runs[:, lane], minlength=256)
+        assert scipy.stats.chisquare(cells).pvalue > 1e-4, lane
 
 
 # --- autograd -------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
 from .._numba_cache import cached_njit
-from ._rng import GOLDEN, M1, M2, MASK32, _splitmix64
+from ._rng import GOLDEN, M1, M2, MASK32, RUN, RUN_SHIFT, _splitmix64
 
-__all__ = ["masked_scale", "set_threads", "supported", "bits_at", "BLOCK", "view_at", "flat_operands", "seed_keys",
+__all__ = ["masked_scale", "set_threads", "supported", "word_at", "run_key", "run_word", "RUN", "BLOCK", "view_at", "flat_operands", "seed_keys",
            "masked_scale_new", "pick"]
 
 
@@ -52,7 +52,7 @@ def drop_stale_caches(cache: Path, sources: list[Path]) -> None:
 
 drop_stale_caches(Path(__file__).parent / "__pycache__", KERNEL_SOURCES)
 
-BLOCK = 1 << 15  # elements per parallel work item; divides 2^32
+BLOCK = 1 << 15  # elements per parallel work item; a multiple of RUN
 _M1, _M2 = np.uint32(M1), np.uint32(M2)
 
 
@@ -65,39 +65,52 @@ def _mix32(x):
     return uint32(x ^ (x >> uint32(16)))
 
 
-@njit(inline="always")
-def block_keys(start, k1):
-    """(low word of ``start``, hashed high word) for a run that stays below the next 2^32 boundary."""
-    off = uint32(start & MASK32)
-    hk = uint32(uint32(((start >> 32) * GOLDEN) & MASK32) ^ k1)
-    return off, hk
+_W = np.uint32(GOLDEN)  # the step between a run's hash inputs
 
 
 @njit(inline="always")
-def bits_at(j, off, k0, hk):
-    """The 32-bit word of counter ``start + j`` given ``block_keys(start, k1)``."""
-    lo = uint32(uint32(j) + off)
-    return _mix32(uint32(_mix32(uint32(lo ^ k0)) + hk))
+def run_key(i, k0, k1):
+    """The key of the run that holds counter ``i`` (int64 >= 0): the two-round hash of its run index."""
+    r = i >> RUN_SHIFT
+    hk = uint32(uint32(((r >> 32) * GOLDEN) & MASK32) ^ k1)
+    return _mix32(uint32(_mix32(uint32(uint32(r & MASK32) ^ k0)) + hk))
 
 
-LANES = 64  # elements per inner run: its counter stays 32-bit, so LLVM keeps the hash in uint32 lanes
+@njit(inline="always")
+def run_word(l, key):
+    """The 32-bit word of the ``l``-th counter (``l < RUN``) of the run with ``key``."""
+    return _mix32(uint32(key + uint32(uint32(l) * _W)))
+
+
+@njit(inline="always")
+def word_at(i, k0, k1):
+    """The 32-bit word of counter ``i`` on its own (heads and tails of runs, single cells)."""
+    return run_word(i & (RUN - 1), run_key(i, k0, k1))
+
+
+@njit(inline="always")
+def run_bounds(start, n):
+    """(head, end) for counters start..start+n−1: the first ``head`` elements precede the first run
+    boundary, [head, end) is whole runs (key once per run, lanes vectorised), the rest a tail."""
+    head = min(n, (-start) & (RUN - 1))
+    return head, head + (n - head) // RUN * RUN
 
 
 @njit(inline="always")
 def masked_lanes(x, out, start, k0, k1, t, s):
     """out[j] = x[j]·s if bits(start + j) >= t else x[j]·0 (1-D arrays; pass one array twice for in place)."""
-    off, hk = block_keys(start, k1)
     z = x.dtype.type(0)
     n = x.size
-    # Runs of LANES with counter base + l: a loop over j alone vectorises the counter in 64-bit
-    # lanes and narrows it each step, 25% slower.
-    for c in range(0, n - n % LANES, LANES):
-        base = uint32(off + uint32(c))
-        for l in range(LANES):
-            # x·0 (not a literal 0) for dropped elements: NaN/inf/-0.0 behave as in torch
-            out[c + l] = x[c + l] * (s if bits_at(l, base, k0, hk) >= t else z)
-    for j in range(n - n % LANES, n):
-        out[j] = x[j] * (s if bits_at(j, off, k0, hk) >= t else z)
+    head, end = run_bounds(start, n)
+    # x·0 (not a literal 0) for dropped elements: NaN/inf/-0.0 behave as in torch
+    for j in range(head):
+        out[j] = x[j] * (s if word_at(start + j, k0, k1) >= t else z)
+    for c in range(head, end, RUN):
+        key = run_key(start + c, k0, k1)
+        for l in range(RUN):
+            out[c + l] = x[c + l] * (s if run_word(l, key) >= t else z)
+    for j in range(end, n):
+        out[j] = x[j] * (s if word_at(start + j, k0, k1) >= t else z)
 
 
 @njit
@@ -140,11 +153,7 @@ def _masked_scale_py(px, pout, n, seed, thresh, scale, base, inplace):
         m = b // per_row
         st = m * row + (b % per_row) * BLOCK
         sp = min(st + BLOCK, (m + 1) * row)
-        # the counter's high word changes at multiples of 2^32: split the block there
-        cut = min(sp, ((((base + st) >> 32) + 1) << 32) - base)
-        _fill_any(x[st:cut], out[st:cut], base + st, k0, k1, thresh[m], scale[m], inplace)
-        if cut < sp:
-            _fill_any(x[cut:sp], out[cut:sp], base + cut, k0, k1, thresh[m], scale[m], inplace)
+        _fill_any(x[st:sp], out[st:sp], base + st, k0, k1, thresh[m], scale[m], inplace)
 
 
 # Small tensors run on the calling thread: waking a thread pool costs more than it saves.

@@ -34,8 +34,8 @@ from numba.core import types
 from numba.extending import intrinsic
 from torch import Tensor
 
-from ._kernels import BLOCK, LANES, bits_at, block_keys, flat_operands, parallel_and_serial, pick, view_at
-from ._rng import MASK32
+from ._kernels import (BLOCK, RUN, flat_operands, parallel_and_serial, pick, run_bounds, run_key, run_word, view_at,
+                       word_at)
 from ._stream import STREAM_MIN_BYTES, scale_stream, stream_fence
 
 __all__ = ["alpha_affine", "normal_apply", "keep_mask", "uniform", "ln_bits", "HALF"]
@@ -145,36 +145,34 @@ def _sincos(b):
             _f32_from_bits(uint32(_bits_from_f32(s0) ^ sneg)))
 
 
-TILE = 2048  # pairs per tile (a multiple of LANES): the tile's normals (2·TILE float32, 16 KiB) stay in L1
-assert HALF % TILE == 0 and TILE % LANES == 0
+TILE = 2048  # pairs per tile (a multiple of RUN): the tile's normals (2·TILE float32, 16 KiB) stay in L1
+assert HALF % TILE == 0 and TILE % RUN == 0
 
 
 @njit(inline="always", error_model="numpy")
-def _hash_tile(w, j0, npair, off, k0, hk):
-    """w[t], w[TILE + t] = the words of counters j0 + t and j0 + HALF + t.
+def _hash_tile(w, i0, npair, k0, k1):
+    """w[t], w[TILE + t] = the words of counters i0 + t and i0 + HALF + t (``i0`` a multiple of RUN).
 
-    Runs of LANES pairs off a fixed base: the counter stays in uint32 lanes (a uint32
-    induction variable makes LLVM widen the whole hash to 64-bit lanes, 2x slower). A short
-    ``npair`` is rounded up to whole runs: the words past it are scratch (TILE is a multiple of LANES).
+    Whole runs: one key per run, its words one vectorised round. A short ``npair`` is rounded
+    up to whole runs: the words past it are scratch (TILE is a multiple of RUN).
     """
-    lo = uint32(uint32(j0) + off)
-    for c in range(0, npair, LANES):
-        b0 = uint32(lo + uint32(c))
-        b1 = uint32(b0 + uint32(HALF))
-        for t in range(LANES):
-            w[c + t] = bits_at(t, b0, k0, hk)
-            w[TILE + c + t] = bits_at(t, b1, k0, hk)
+    for c in range(0, npair, RUN):
+        key0 = run_key(i0 + c, k0, k1)
+        key1 = run_key(i0 + HALF + c, k0, k1)
+        for t in range(RUN):
+            w[c + t] = run_word(t, key0)
+            w[TILE + c + t] = run_word(t, key1)
 
 
 @njit(error_model="numpy")
-def _normals_tile(z, w, j0, off, k0, hk):
-    """z[t] = r·cos θ and z[TILE + t] = r·sin θ for the TILE pairs ``j0 + t`` of a chunk.
+def _normals_tile(z, w, i0, k0, k1):
+    """z[t] = r·cos θ and z[TILE + t] = r·sin θ for the TILE pairs of counters ``i0 + t`` (and ``+ HALF``).
 
     Two vectorised loops: the hashes into ``w``, then the math from ``w`` into ``z``. The trip
     count is the constant TILE: with a variable one LLVM cannot rule out that z[t] and
     z[TILE + t] overlap and runs its scalar loop, ~6x slower.
     """
-    _hash_tile(w, j0, TILE, off, k0, hk)
+    _hash_tile(w, i0, TILE, k0, k1)
     for t in range(TILE):
         r = _radius(w[t])
         c, s = _sincos(w[TILE + t])
@@ -183,13 +181,13 @@ def _normals_tile(z, w, j0, off, k0, hk):
 
 
 @njit(error_model="numpy")
-def _fused_tile(w, x0, x1, o0, o1, j0, off, k0, hk, sig0, sig1, additive):
+def _fused_tile(w, x0, x1, o0, o1, i0, k0, k1, sig0, sig1, additive):
     """A full tile whose cos half (x0 → o0) and sin half (x1 → o1) each lie in one member row.
 
     Hashes into ``w``, then math and apply in one loop: its loads and stores
     overlap the arithmetic (same float32 steps as ``_normals_tile`` + ``_apply_run``).
     """
-    _hash_tile(w, j0, TILE, off, k0, hk)
+    _hash_tile(w, i0, TILE, k0, k1)
     d = x0.dtype.type
     if additive:
         for t in range(TILE):
@@ -231,12 +229,11 @@ def _apply_rows(x, out, z, a, b, pos, sigma, row, additive):
 def _normal_chunk(x, out, start, k0, k1, sigma, row, pos, additive):
     """One aligned chunk of 2·HALF elements (the last one may be short).
 
-    ``start`` is the counter of x[0]; ``pos`` its flat position, which picks the
+    ``start`` is the counter of x[0] (a multiple of BLOCK); ``pos`` its flat position, which picks the
     member σ = sigma[(pos + i) // row] of element i. Tiles whose halves each sit
     in one row take the fused loop; the rest (short chunks, rows shorter than a
     tile) compute the tile's normals first and apply them row by row.
     """
-    off, hk = block_keys(start, k1)
     n = x.size
     w = np.empty(2 * TILE, dtype=np.uint32)
     z = np.empty(2 * TILE, dtype=np.float32)
@@ -245,9 +242,9 @@ def _normal_chunk(x, out, start, k0, k1, sigma, row, pos, additive):
         m0, m1 = a // row, b // row
         if j0 + HALF + TILE <= n and (a + TILE - 1) // row == m0 and (b + TILE - 1) // row == m1:
             _fused_tile(w, x[j0:j0 + TILE], x[j0 + HALF:j0 + HALF + TILE], out[j0:j0 + TILE],
-                        out[j0 + HALF:j0 + HALF + TILE], j0, off, k0, hk, sigma[m0], sigma[m1], additive)
+                        out[j0 + HALF:j0 + HALF + TILE], start + j0, k0, k1, sigma[m0], sigma[m1], additive)
             continue
-        _normals_tile(z, w, j0, off, k0, hk)  # (HALF is a multiple of TILE: whole tiles)
+        _normals_tile(z, w, start + j0, k0, k1)  # (HALF is a multiple of TILE: whole tiles)
         _apply_rows(x, out, z, j0, min(j0 + TILE, n), pos, sigma, row, additive)  # the cos half
         if j0 + HALF < n:
             _apply_rows(x, out, z[TILE:], j0 + HALF, min(j0 + HALF + TILE, n), pos, sigma, row, additive)
@@ -266,17 +263,20 @@ def _normal_apply_py(px, pout, n, like, k0, k1, sigma, additive):
 
 @njit(inline="always", error_model="numpy")
 def _alpha_lanes(x, out, start, k0, k1, t, a, bk, bd):
-    off, hk = block_keys(start, k1)
     z = x.dtype.type(0)
     n = x.size
-    for c in range(0, n - n % LANES, LANES):  # runs of LANES keep the hash in uint32 lanes
-        base = uint32(off + uint32(c))
-        for l in range(LANES):
-            keep = bits_at(l, base, k0, hk) >= t
+    head, end = run_bounds(start, n)  # as _kernels.masked_lanes
+    for j in range(head):
+        keep = word_at(start + j, k0, k1) >= t
+        out[j] = x[j] * (a if keep else z) + (bk if keep else bd)
+    for c in range(head, end, RUN):
+        key = run_key(start + c, k0, k1)
+        for l in range(RUN):
+            keep = run_word(l, key) >= t
             # x·a + b_keep when kept, x·0 + b_drop when dropped (two roundings, as torch)
             out[c + l] = x[c + l] * (a if keep else z) + (bk if keep else bd)
-    for j in range(n - n % LANES, n):
-        keep = bits_at(j, off, k0, hk) >= t
+    for j in range(end, n):
+        keep = word_at(start + j, k0, k1) >= t
         out[j] = x[j] * (a if keep else z) + (bk if keep else bd)
 
 
@@ -299,7 +299,7 @@ def _alpha_affine_py(px, pout, n, k0, k1, t, a, bk, bd):
     nblocks = (n + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         st = b * BLOCK
-        sp = min(st + BLOCK, x.size)  # blocks are aligned, so none crosses a 2^32 boundary
+        sp = min(st + BLOCK, x.size)
         if inplace:
             _alpha_block_inplace(x[st:sp], st, k0, k1, t, a, bk, bd)
         else:
@@ -311,9 +311,14 @@ def _keep_mask_py(out, k0, k1, t):
     for b in prange(nblocks):
         st = b * BLOCK
         sp = min(st + BLOCK, out.size)
-        off, hk = block_keys(st, k1)
-        for j in range(sp - st):
-            out[st + j] = bits_at(j, off, k0, hk) >= t
+        for j in range(st, sp):  # a small mask (one cell per channel or sample): word by word
+            out[j] = word_at(j, k0, k1) >= t
+
+
+@njit(inline="always")
+def _uniform_of(b):
+    """(2k + 1)·2^-24 with k = b >> 9 < 2^23: exact in float32, strictly inside (0, 1)."""
+    return float32(int32(b >> uint32(9))) * _GRID2 + _GRID
 
 
 def _uniform_py(out, k0, k1):
@@ -321,10 +326,13 @@ def _uniform_py(out, k0, k1):
     for b in prange(nblocks):
         st = b * BLOCK
         sp = min(st + BLOCK, out.size)
-        off, hk = block_keys(st, k1)
-        for j in range(sp - st):
-            # (2k + 1)·2^-24 with k < 2^23: exact in float32, strictly inside (0, 1)
-            out[st + j] = float32(int32(bits_at(j, off, k0, hk) >> uint32(9))) * _GRID2 + _GRID
+        end = st + (sp - st) // RUN * RUN  # blocks start at multiples of RUN
+        for c in range(st, end, RUN):
+            key = run_key(c, k0, k1)
+            for l in range(RUN):
+                out[c + l] = _uniform_of(run_word(l, key))
+        for j in range(end, sp):
+            out[j] = _uniform_of(word_at(j, k0, k1))
 
 
 def _pair(py):
@@ -375,7 +383,6 @@ def uniform(n: int, k0: int, k1: int) -> np.ndarray:
     return out
 
 
-del MASK32
 
 
 def _keep_value_py(out, k0, k1, t, s):
@@ -384,10 +391,9 @@ def _keep_value_py(out, k0, k1, t, s):
     for b in prange(nblocks):
         st = b * BLOCK
         sp = min(st + BLOCK, out.size)
-        off, hk = block_keys(st, k1)
         z = out.dtype.type(0)
-        for j in range(sp - st):
-            out[st + j] = s if bits_at(j, off, k0, hk) >= t else z
+        for j in range(st, sp):  # a small mask: word by word
+            out[j] = s if word_at(j, k0, k1) >= t else z
 
 
 _KERNELS["keep_value"] = _pair(_keep_value_py)
@@ -410,8 +416,7 @@ def _scale_row(x, out, v):
 
 @njit(inline="always")
 def _row_value(r, k0, k1, t, s, z):
-    off, hk = block_keys(r, k1)
-    return s if bits_at(0, off, k0, hk) >= t else z
+    return s if word_at(r, k0, k1) >= t else z
 
 
 def _rows_py(px, pout, n, k0, k1, t, s, inner, stream):

@@ -6,10 +6,22 @@ backward (or any later consumer) regenerates it from the 64-bit seed.
 The hash works on 32-bit words so that the numba kernels vectorise it:
 
 * the 64-bit seed is mixed once per call (splitmix64) into two keys ``k0, k1``;
-* element ``i`` (a 64-bit counter) is split into ``lo = i mod 2^32`` and
-  ``hi = i >> 32``;
-* ``bits(i) = mix32(mix32(lo ^ k0) + (k1 ^ hi * GOLDEN))`` where ``mix32`` is
-  the bijective "lowbias32" integer hash (two multiply-xorshift rounds).
+* counters come in runs of ``RUN = 64``: element ``i`` (a 64-bit counter) is
+  lane ``l = i mod 64`` of run ``r = i >> 6``;
+* each run gets a key, a two-round hash of its index:
+  ``key(r) = mix32(mix32(lo(r) ^ k0) + (k1 ^ hi(r)·GOLDEN))`` with
+  ``lo(r) = r mod 2^32``, ``hi(r) = r >> 32``;
+* ``bits(i) = mix32(key(r) + l·GOLDEN)``: one more round per element, on the
+  run's key stepped by the golden-ratio constant.
+
+``mix32`` is the bijective "lowbias32" integer hash (two multiply-xorshift
+steps). Runs cost the kernels one round per element instead of two: a run's
+key is computed once (scalar), and its 64 words are one vectorised round on
+``key + l·GOLDEN``. Neighbouring runs have unrelated keys (the two-round hash
+of consecutive indices), so words of different runs, seeds and streams are as
+independent as before; within a run the inputs of one round differ by
+multiples of GOLDEN, which ``mix32`` spreads over all output bits (tests check
+lags inside and across runs).
 
 This module is the *reference*: plain torch int64 arithmetic (exact, no
 overflow: 32x32-bit products are split into 16-bit halves), usable on any
@@ -22,12 +34,14 @@ import threading
 
 import torch
 
-__all__ = ["MASK32", "mix_seed", "bits_ref", "keep_threshold", "draw_seed", "draw_seed_int"]
+__all__ = ["MASK32", "RUN", "RUN_SHIFT", "mix_seed", "bits_ref", "keep_threshold", "draw_seed", "draw_seed_int"]
 
 MASK32 = 0xFFFFFFFF
 M1 = 0x7FEB352D
 M2 = 0x846CA68B
 GOLDEN = 0x9E3779B9
+RUN_SHIFT = 6
+RUN = 1 << RUN_SHIFT  # counters per run
 
 
 def _splitmix64(z: int) -> int:
@@ -77,10 +91,9 @@ def bits_ref(seed: int, start: int, count: int, *, stream: int = 0, device=None)
     """
     k0, k1 = mix_seed(seed, stream)
     i = torch.arange(start, start + count, dtype=torch.int64, device=device)
-    lo, hi = i & MASK32, i >> 32
-    inner = _mix32(lo ^ k0)
-    hk = _mul32(hi, GOLDEN) ^ k1
-    return _mix32((inner + hk) & MASK32)
+    r = i >> RUN_SHIFT
+    key = _mix32((_mix32((r & MASK32) ^ k0) + (_mul32(r >> 32, GOLDEN) ^ k1)) & MASK32)
+    return _mix32((key + _mul32(i & (RUN - 1), GOLDEN)) & MASK32)
 
 
 def keep_threshold(p: float) -> int:
