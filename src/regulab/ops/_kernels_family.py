@@ -306,33 +306,50 @@ def _alpha_affine_py(px, pout, n, k0, k1, t, a, bk, bd):
             _alpha_block(x[st:sp], out[st:sp], st, k0, k1, t, a, bk, bd)
 
 
-def _keep_mask_py(out, k0, k1, t):
+@njit(inline="always")
+def _map_words(out, k0, k1, conv, t, s):
+    """out[i] = conv(bits(i), t, s) for every i < out.size, in parallel blocks: a run's key once,
+    its words one vectorised round (blocks start at multiples of RUN)."""
     nblocks = (out.size + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         st = b * BLOCK
         sp = min(st + BLOCK, out.size)
-        for j in range(st, sp):  # a small mask (one cell per channel or sample): word by word
-            out[j] = word_at(j, k0, k1) >= t
+        end = st + (sp - st) // RUN * RUN
+        for c in range(st, end, RUN):
+            key = run_key(c, k0, k1)
+            for l in range(RUN):
+                out[c + l] = conv(run_word(l, key), t, s)
+        for j in range(end, sp):
+            out[j] = conv(word_at(j, k0, k1), t, s)
 
 
 @njit(inline="always")
-def _uniform_of(b):
+def _keep_of(b, t, s):
+    return b >= t
+
+
+@njit(inline="always")
+def _value_of(b, t, s):
+    return s if b >= t else s - s  # s - s: the dtype's 0 (s is finite)
+
+
+@njit(inline="always")
+def _uniform_of(b, t, s):
     """(2k + 1)·2^-24 with k = b >> 9 < 2^23: exact in float32, strictly inside (0, 1)."""
     return float32(int32(b >> uint32(9))) * _GRID2 + _GRID
 
 
+def _keep_mask_py(out, k0, k1, t):
+    _map_words(out, k0, k1, _keep_of, t, t)
+
+
+def _keep_value_py(out, k0, k1, t, s):
+    """out[i] = s if bits(i) >= t else 0 (a shared mask, already scaled)."""
+    _map_words(out, k0, k1, _value_of, t, s)
+
+
 def _uniform_py(out, k0, k1):
-    nblocks = (out.size + BLOCK - 1) // BLOCK
-    for b in prange(nblocks):
-        st = b * BLOCK
-        sp = min(st + BLOCK, out.size)
-        end = st + (sp - st) // RUN * RUN  # blocks start at multiples of RUN
-        for c in range(st, end, RUN):
-            key = run_key(c, k0, k1)
-            for l in range(RUN):
-                out[c + l] = _uniform_of(run_word(l, key))
-        for j in range(end, sp):
-            out[j] = _uniform_of(word_at(j, k0, k1))
+    _map_words(out, k0, k1, _uniform_of, k0, k0)
 
 
 def _pair(py):
@@ -341,7 +358,8 @@ def _pair(py):
 
 
 _KERNELS = {name: _pair(py) for name, py in (("normal", _normal_apply_py), ("alpha", _alpha_affine_py),
-                                               ("keep", _keep_mask_py), ("uniform", _uniform_py))}
+                                               ("keep", _keep_mask_py), ("keep_value", _keep_value_py),
+                                               ("uniform", _uniform_py))}
 
 
 def _kernel(name: str, n: int):
@@ -381,22 +399,6 @@ def uniform(n: int, k0: int, k1: int) -> np.ndarray:
     out = np.empty(n, dtype=np.float32)
     _kernel("uniform", n)(out, np.uint32(k0), np.uint32(k1))
     return out
-
-
-
-
-def _keep_value_py(out, k0, k1, t, s):
-    """out[i] = s if bits(i) >= t else 0 (a small shared mask, already scaled)."""
-    nblocks = (out.size + BLOCK - 1) // BLOCK
-    for b in prange(nblocks):
-        st = b * BLOCK
-        sp = min(st + BLOCK, out.size)
-        z = out.dtype.type(0)
-        for j in range(st, sp):  # a small mask: word by word
-            out[j] = s if word_at(j, k0, k1) >= t else z
-
-
-_KERNELS["keep_value"] = _pair(_keep_value_py)
 
 
 def keep_value(n: int, k0: int, k1: int, t: int, s) -> np.ndarray:
