@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from llvmlite import ir
-from numba import float32, int32, njit, prange, uint32
+from numba import float32, int32, njit, prange, uint32, uint64
 from numba.core import types
 from numba.extending import intrinsic
 from torch import Tensor
@@ -273,8 +273,9 @@ def _alpha_lanes(x, out, start, k0, k1, t, a, bk, bd):
         key = run_key(start + c, k0, k1)
         for l in range(RUN):
             keep = run_word(l, key) >= t
+            j = uint64(c + l)  # unsigned: see _kernels.run_bounds
             # x·a + b_keep when kept, x·0 + b_drop when dropped (two roundings, as torch)
-            out[c + l] = x[c + l] * (a if keep else z) + (bk if keep else bd)
+            out[j] = x[j] * (a if keep else z) + (bk if keep else bd)
     for j in range(end, n):
         keep = word_at(start + j, k0, k1) >= t
         out[j] = x[j] * (a if keep else z) + (bk if keep else bd)
@@ -318,7 +319,7 @@ def _map_words(out, k0, k1, conv, t, s):
         for c in range(st, end, RUN):
             key = run_key(c, k0, k1)
             for l in range(RUN):
-                out[c + l] = conv(run_word(l, key), t, s)
+                out[uint64(c + l)] = conv(run_word(l, key), t, s)  # unsigned: see _kernels.run_bounds
         for j in range(end, sp):
             out[j] = conv(word_at(j, k0, k1), t, s)
 
