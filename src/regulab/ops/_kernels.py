@@ -22,8 +22,8 @@ from numba.extending import intrinsic
 from .._numba_cache import cached_njit
 from ._rng import GOLDEN, M1, M2, MASK32, RUN, RUN_SHIFT, _splitmix64
 
-__all__ = ["masked_scale", "set_threads", "supported", "word_at", "run_key", "run_word", "RUN", "BLOCK", "view_at", "flat_operands", "seed_keys",
-           "masked_scale_new", "pick"]
+__all__ = ["masked_scale", "set_threads", "supported", "word_at", "run_key", "run_word", "run_bounds", "RUN", "BLOCK",
+           "view_at", "flat_operands", "seed_keys", "masked_scale_new", "pick"]
 
 
 KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules

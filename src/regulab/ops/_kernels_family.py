@@ -350,7 +350,7 @@ def _keep_value_py(out, k0, k1, t, s):
 
 
 def _uniform_py(out, k0, k1):
-    _map_words(out, k0, k1, _uniform_of, k0, k0)
+    _map_words(out, k0, k1, _uniform_of, 0, 0)  # (a uniform needs no threshold or value)
 
 
 def _pair(py):
