@@ -189,6 +189,7 @@ _MASKED_SCALE = _masked_scale_par, _masked_scale_ser = parallel_and_serial(_mask
 
 
 _NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_NP_DTYPE = {t: np.dtype(d) for t, d in _NUMBA_DTYPES.items()}  # numpy's dtype objects are singletons
 
 
 def supported(x: torch.Tensor) -> bool:
@@ -210,9 +211,15 @@ def set_threads() -> None:
     so a process at ``torch.set_num_threads(1)`` (a Ray task, ``regulab study --threads 1``)
     would silently go back to every core. The launch happens here, once, and torch's count is
     put back.
+
+    The common case (torch's count as at this thread's last call, numba's set from it) is one
+    torch call and two dict reads: right after a large op every further lookup is a cache miss.
     """
-    global _pool_launched
     t = torch.get_num_threads()
+    known = _threads.__dict__
+    if known.get("torch") == t and known.get("n") is not None:
+        return
+    global _pool_launched
     if not _pool_launched:
         numba.get_num_threads()  # launches numba's threads
         if torch.get_num_threads() != t:
@@ -222,6 +229,7 @@ def set_threads() -> None:
     if getattr(_threads, "n", None) != n:
         numba.set_num_threads(n)
         _threads.n = n
+    _threads.torch = t
 
 
 def pick(pair, n: int, minimum: int = PARALLEL_MIN):
@@ -296,9 +304,22 @@ def seed_keys(seed):
 
 
 def masked_scale_new(x: torch.Tensor, seed: int, thresh: np.ndarray, scale: np.ndarray) -> torch.Tensor:
-    """:func:`masked_scale` of ``x`` into a new tensor (an activation's forward, a gradient's backward)."""
+    """:func:`masked_scale` of ``x`` into a new tensor (an activation's forward, a gradient's backward).
+
+    The hot path of a training step, so it checks only what its raw addresses need of ``x``
+    and ``scale`` (``empty_like`` of such an ``x`` is contiguous, of the same dtype and size),
+    not everything :func:`flat_operands` checks.
+    """
+    if not (x.is_contiguous() and x.is_cpu and scale.dtype is _NP_DTYPE.get(x.dtype)):
+        flat_operands(x, x)  # raises, naming what it got
+        raise ValueError(f"kernel operands: a scale of the tensors' dtype {x.dtype}, got {scale.dtype}")
     out = torch.empty_like(x)
-    masked_scale(x, out, seed, thresh, scale)
+    n = x.numel()
+    if n >= PARALLEL_MIN:
+        set_threads()
+        _masked_scale_par(x.data_ptr(), out.data_ptr(), n, seed, thresh, scale, 0, False)
+    else:
+        _masked_scale_ser(x.data_ptr(), out.data_ptr(), n, seed, thresh, scale, 0, False)
     return out
 
 
@@ -315,7 +336,7 @@ def masked_scale(x: torch.Tensor, out: torch.Tensor, seed: int,
     px, pout, n, like = flat_operands(x, out)
     if scale.dtype != like.dtype:  # the kernel reads x's memory as scale's type
         raise ValueError(f"kernel operands: a scale of the tensors' dtype {x.dtype}, got {scale.dtype}")
-    pick(_MASKED_SCALE, n)(px, pout, n, seed, thresh, scale, np.int64(base), pout == px)
+    pick(_MASKED_SCALE, n)(px, pout, n, seed, thresh, scale, base, pout == px)
 
 
 del float32

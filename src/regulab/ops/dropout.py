@@ -152,14 +152,21 @@ class _MaskedScaleFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, seed: int, p: float, p_member):
-        ctx.seed, ctx.p, ctx.p_member = seed, p, p_member
+        ctx.args = seed, p, p_member
         return _fresh(x, seed, p, p_member)
 
     @staticmethod
     def backward(ctx, grad):
         if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
-            return _MaskedScaleFn.apply(grad, ctx.seed, ctx.p, ctx.p_member), None, None, None
-        return _fresh(grad, ctx.seed, ctx.p, ctx.p_member), None, None, None
+            return _MaskedScaleFn.apply(grad, *ctx.args), None, None, None
+        return _fresh(grad, *ctx.args), None, None, None
+
+
+# ``Function.apply`` less its Python wrapper, which only matters under torch.func transforms
+# (never here: callers check :func:`plain_eager`) and unwraps dead functorch wrappers (done
+# here). Right after a large op each Python call of the wrapper costs microseconds of cache misses.
+_apply_raw = torch._C._FunctionBase.__dict__["apply"].__get__(None, _MaskedScaleFn)
+_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
 
 
 def _apply(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None) -> Tensor:
@@ -219,8 +226,9 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
         if not training or x.numel() == 0:
             return x
         if not inplace and plain_eager(x):  # the autograd.Function, its seed drawn as a Python int
-            if tracks_gradient(x):
-                return _MaskedScaleFn.apply(x, draw_seed_int(generator), p, None)
+            x = _unwrap_if_dead(x)
+            if x.requires_grad and torch.is_grad_enabled():  # tracks_gradient, as no transform is active
+                return _apply_raw(x, draw_seed_int(generator), p, None)
             return _fresh(x, draw_seed_int(generator), p, None)  # nothing to differentiate: no node
     elif isinstance(p, Tensor):
         p_member = _check_member_p(p, x)
