@@ -23,7 +23,8 @@ from .._numba_cache import cached_njit
 from ._rng import GOLDEN, M1, M2, MASK32, RUN, RUN_SHIFT, _splitmix64
 
 __all__ = ["masked_scale", "set_threads", "supported", "word_at", "run_key", "run_word", "run_bounds", "RUN", "BLOCK",
-           "view_at", "flat_operands", "seed_keys", "masked_scale_new", "pick"]
+           "view_at", "flat_operands", "seed_keys", "masked_scale_new", "pick",
+           "NUMBA_DTYPES"]
 
 
 KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules
@@ -188,13 +189,13 @@ def parallel_and_serial(py, **options):
 _MASKED_SCALE = _masked_scale_par, _masked_scale_ser = parallel_and_serial(_masked_scale_py)
 
 
-_NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-_NP_DTYPE = {t: np.dtype(d) for t, d in _NUMBA_DTYPES.items()}  # numpy's dtype objects are singletons
+NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_NP_DTYPE = {t: np.dtype(d) for t, d in NUMBA_DTYPES.items()}  # numpy's dtype objects are singletons
 
 
 def supported(x: torch.Tensor) -> bool:
     """The numba fast path handles CPU float32/float64 tensors."""
-    return x.is_cpu and x.dtype in _NUMBA_DTYPES
+    return x.is_cpu and x.dtype in NUMBA_DTYPES
 
 
 _threads = threading.local()  # numba's thread count is per calling thread
@@ -246,7 +247,7 @@ def pick(pair, n: int, minimum: int = PARALLEL_MIN):
 # (a GEMM, a memory-bound pass) every object it touches is out of cache. Each kernel builds its
 # views itself: a cached function that calls another *cached* one can store code that jumps into
 # the other's copy in the compiling process, and crash every process that loads it.
-_LIKE = {t: d(0) for t, d in _NUMBA_DTYPES.items()}  # a zero of each dtype: its kernels' type tag
+_LIKE = {t: d(0) for t, d in NUMBA_DTYPES.items()}  # a zero of each dtype: its kernels' type tag
 
 
 @intrinsic

@@ -124,12 +124,12 @@ def draw_seed(generator: torch.Generator | None = None) -> torch.Tensor:
 
 
 class _SeedSlot(threading.local):
-    """A thread's 0-dim int64 tensor for :func:`draw_seed_int`, and a numpy view of it."""
+    """A thread's one-element int64 tensor for :func:`draw_seed_int`, and a memoryview of its memory."""
 
     def __init__(self) -> None:
         with torch.inference_mode(False):  # a normal tensor even if first drawn under inference_mode
-            self.t = torch.empty((), dtype=torch.int64, device="cpu")  # whatever the default device
-        self.v = self.t.numpy()
+            t = torch.empty(1, dtype=torch.int64, device="cpu")  # whatever the default device
+        self.pair = t, memoryview(t.numpy())  # indexing a memoryview gives a Python int directly
 
 
 _slot = _SeedSlot()
@@ -139,14 +139,14 @@ def draw_seed_int(generator: torch.Generator | None = None) -> int:
     """The value :func:`draw_seed` would return, as a Python int (eager mode only).
 
     The same single draw (``randint`` is ``empty().random_(low, high)``), into a per-thread
-    buffer read through numpy: no new tensor and no ``.item()`` dispatch, which a training
-    step pays for every dropout layer.
+    buffer read through a memoryview: no new tensor, no ``.item()`` dispatch and no numpy
+    scalar, which a training step would pay for every dropout layer.
 
     Examples:
         >>> _ = torch.manual_seed(3); a = int(draw_seed())
         >>> _ = torch.manual_seed(3); a == draw_seed_int()
         True
     """
-    slot = _slot
-    slot.t.random_(_LOW, _HIGH, generator=generator)
-    return int(slot.v)
+    t, view = _slot.pair
+    t.random_(_LOW, _HIGH, generator=generator)
+    return view[0]

@@ -82,7 +82,10 @@ def masked_scale_ref(x: Tensor, seed: int, p: float, p_member: Tensor | None = N
 
 
 @functools.lru_cache(maxsize=256)
-def _scalar_kernel_scales(p: float, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+def _scalar_kernel_scales(p: float, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+    """The kernel's (thresholds, scales) for one rate, or None for a dtype it does not serve."""
+    if dtype not in _kernels.NUMBA_DTYPES:
+        return None
     thresh, scale = _scalar_scales(p, dtype)
     return thresh, scale.numpy()
 
@@ -105,8 +108,10 @@ def _fresh(x: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
     """The masked, scaled copy of ``x`` as a new contiguous tensor: straight into the kernel for a
     CPU float32/float64 ``x`` with one rate (a training step's call), else :func:`_run`."""
     xc = x.contiguous()
-    if p_member is None and _kernels.supported(xc):
-        return _kernels.masked_scale_new(xc, seed, *_scalar_kernel_scales(p, xc.dtype))
+    if p_member is None and xc.is_cpu:
+        scales = _scalar_kernel_scales(p, xc.dtype)
+        if scales is not None:
+            return _kernels.masked_scale_new(xc, seed, scales[0], scales[1])
     return _run(xc, torch.empty_like(xc), seed, p, p_member)
 
 
