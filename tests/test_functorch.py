@@ -229,3 +229,28 @@ def test_an_additive_op_returns_a_tangent_of_its_own():
     with fwAD.dual_level():
         tangent = fwAD.unpack_dual(ops.gaussian_noise(fwAD.make_dual(X[0], v), 0.5)).tangent
     assert torch.equal(tangent, v) and tangent.data_ptr() != v.data_ptr()
+
+
+def test_a_tensor_leaked_from_a_finished_transform_is_dropped_as_its_value():
+    """A wrapper kept past the end of its ``grad`` transform (a "dead" functorch wrapper) takes the
+    eager fast path unwrapped: the values and mask of the same seed on a plain copy of it."""
+    import importlib
+
+    dropout_module = importlib.import_module("regulab.ops.dropout")  # (ops.dropout is the function)
+    leaked = []
+
+    def f(x):
+        y = x * 1
+        leaked.append(y)
+        return y.sum()
+
+    grad(f)(torch.randn(64))
+    dead = leaked[0]
+    assert torch._C._functorch.is_functorch_wrapped_tensor(dead) and dead.requires_grad
+    plain = torch.tensor(dead.tolist())
+    torch.manual_seed(5)
+    got = ops.dropout(dead, 0.5)
+    torch.manual_seed(5)
+    assert torch.equal(got, ops.dropout(plain, 0.5)) and (got == 0).any()
+    # the eager path skips Function.apply's Python wrapper on this torch (it is the fast path)
+    assert dropout_module._apply_raw is not dropout_module._MaskedScaleFn.apply

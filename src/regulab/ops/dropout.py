@@ -170,8 +170,11 @@ class _MaskedScaleFn(torch.autograd.Function):
 # ``Function.apply`` less its Python wrapper, which only matters under torch.func transforms
 # (never here: callers check :func:`plain_eager`) and unwraps dead functorch wrappers (done
 # here). Right after a large op each Python call of the wrapper costs microseconds of cache misses.
-_apply_raw = torch._C._FunctionBase.__dict__["apply"].__get__(None, _MaskedScaleFn)
-_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+try:
+    _apply_raw = torch._C._FunctionBase.__dict__["apply"].__get__(None, _MaskedScaleFn)
+    _unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+except (AttributeError, KeyError):  # a torch laid out otherwise: the public apply, which unwraps itself
+    _apply_raw, _unwrap_if_dead = _MaskedScaleFn.apply, lambda t: t
 
 
 def _apply(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None) -> Tensor:
