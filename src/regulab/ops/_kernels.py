@@ -23,8 +23,7 @@ from .._numba_cache import cached_njit
 from ._rng import GOLDEN, M1, M2, MASK32, RUN, RUN_SHIFT, _splitmix64
 
 __all__ = ["masked_scale", "set_threads", "supported", "word_at", "run_key", "run_word", "run_bounds", "RUN", "BLOCK",
-           "view_at", "flat_operands", "seed_keys", "masked_scale_new", "pick",
-           "NUMBA_DTYPES"]
+           "view_at", "flat_operands", "seed_keys", "masked_scale_new", "pick", "NUMBA_DTYPES"]
 
 
 KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules

@@ -187,7 +187,8 @@ def _apply(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None) -> Tensor
 
 def _check_member_p(p: Tensor, x: Tensor) -> Tensor:
     if p.dim() != 1 or x.dim() == 0 or p.shape[0] != x.shape[0]:
-        raise ValueError(format_error("dropout", "p", f"a float or a 1-D tensor of x.shape[0]={x.shape[0] if x.dim() else 0} per-member rates",
+        rows = x.shape[0] if x.dim() else 0
+        raise ValueError(format_error("dropout", "p", f"a float or a 1-D tensor of x.shape[0]={rows} per-member rates",
                                       f"tensor of shape {tuple(p.shape)}"))
     if p.numel() == 0:
         return p
