@@ -2,6 +2,10 @@
 
 Step time with dropout (p=0.5 after each hidden layer) over the same model
 without dropout, for torch.nn.Dropout and regulab.nn.Dropout. One JSON line.
+
+The floor beside them: in the dropout's places an ``autograd.Function`` that only copies
+(forward and backward), the extra pass over the activation and its gradient that any
+dropout returning a new tensor makes, with no random numbers and no Python of its own.
 """
 from __future__ import annotations
 
@@ -15,6 +19,26 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(__file__))
 import regulab  # noqa: E402
 from _timing import emit, median_seconds  # noqa: E402
+
+
+class _Copy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clone()
+
+
+class CopyPass(nn.Module):
+    """The floor: a dropout's extra pass (a copy each way), nothing else."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Copy.apply(x)
 
 
 def make(drop: type[nn.Module] | None) -> nn.Sequential:
@@ -48,6 +72,7 @@ def main() -> None:
         "plain": stepper(make(None), x, y),
         "torch_dropout": stepper(make(nn.Dropout), x, y),
         "regulab_dropout": stepper(make(regulab.nn.Dropout), x, y),
+        "copy_pass": stepper(make(CopyPass), x, y),
     }
     t = median_seconds(steps, repeats=args.repeats, warmup=5, inner=3)
     emit("train_step", {
@@ -56,6 +81,7 @@ def main() -> None:
         "step_ms": {k: round(v * 1e3, 3) for k, v in t.items()},
         "torch_overhead": round(t["torch_dropout"] / t["plain"], 3),
         "regulab_overhead": round(t["regulab_dropout"] / t["plain"], 3),
+        "floor_overhead": round(t["copy_pass"] / t["plain"], 3),
     })
 
 
