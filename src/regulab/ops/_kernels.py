@@ -188,8 +188,8 @@ def parallel_and_serial(py, **options):
 _MASKED_SCALE = _masked_scale_par, _masked_scale_ser = parallel_and_serial(_masked_scale_py)
 
 
-NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-_NP_DTYPE = {t: np.dtype(d) for t, d in NUMBA_DTYPES.items()}  # numpy's dtype objects are singletons
+# torch dtype -> numpy dtype the kernels serve (numpy's dtype objects are singletons: test with ``is``)
+NUMBA_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def supported(x: torch.Tensor) -> bool:
@@ -246,7 +246,7 @@ def pick(pair, n: int, minimum: int = PARALLEL_MIN):
 # (a GEMM, a memory-bound pass) every object it touches is out of cache. Each kernel builds its
 # views itself: a cached function that calls another *cached* one can store code that jumps into
 # the other's copy in the compiling process, and crash every process that loads it.
-_LIKE = {t: d(0) for t, d in NUMBA_DTYPES.items()}  # a zero of each dtype: its kernels' type tag
+_LIKE = {t: d.type(0) for t, d in NUMBA_DTYPES.items()}  # a zero of each dtype: its kernels' type tag
 
 
 @intrinsic
@@ -310,16 +310,12 @@ def masked_scale_new(x: torch.Tensor, seed: int, thresh: np.ndarray, scale: np.n
     and ``scale`` (``empty_like`` of such an ``x`` is contiguous, of the same dtype and size),
     not everything :func:`flat_operands` checks.
     """
-    if not (x.is_contiguous() and x.is_cpu and scale.dtype is _NP_DTYPE.get(x.dtype)):
+    if not (x.is_contiguous() and x.is_cpu and scale.dtype is NUMBA_DTYPES.get(x.dtype)):
         flat_operands(x, x)  # raises, naming what it got
         raise ValueError(f"kernel operands: a scale of the tensors' dtype {x.dtype}, got {scale.dtype}")
     out = torch.empty_like(x)
     n = x.numel()
-    if n >= PARALLEL_MIN:
-        set_threads()
-        _masked_scale_par(x.data_ptr(), out.data_ptr(), n, seed, thresh, scale, 0, False)
-    else:
-        _masked_scale_ser(x.data_ptr(), out.data_ptr(), n, seed, thresh, scale, 0, False)
+    pick(_MASKED_SCALE, n)(x.data_ptr(), out.data_ptr(), n, seed, thresh, scale, 0, False)
     return out
 
 
