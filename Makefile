@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@# the C++ dropout op, once per machine (without a compiler dropout runs on numba, same values)
+	$(VENV)/bin/regulab build || true
 	touch $(STAMP)
 
 demo: $(STAMP)

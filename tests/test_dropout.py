@@ -1,5 +1,6 @@
 """Exact invariants, statistics and integration of regulab.ops.dropout / regulab.nn.Dropout."""
 import contextlib
+import importlib
 import math
 
 import numpy as np
@@ -22,7 +23,7 @@ def _scale(p, dtype):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_every_element_is_zero_or_scaled(dtype, p):
+def test_every_element_is_zero_or_scaled(dtype, p, eager_path):
     x = torch.randn(1000, 7).to(dtype)
     y = regulab.ops.dropout(x, p)
     assert y.dtype == dtype and y.shape == x.shape
@@ -32,7 +33,7 @@ def test_every_element_is_zero_or_scaled(dtype, p):
     assert 0 < kept.sum() < x.numel()
 
 
-def test_kept_values_match_torch_bit_for_bit():
+def test_kept_values_match_torch_bit_for_bit(eager_path):
     x = torch.randn(10000)
     y, t = regulab.ops.dropout(x, 0.3), F.dropout(x, 0.3)
     both = (y != 0) & (t != 0)
@@ -63,7 +64,7 @@ def test_p1_gives_x_times_zero_like_torch():
     assert regulab.ops.dropout(xi, 1.0, inplace=True) is xi and xi[0] == 0
 
 
-def test_nan_and_inf_propagate_like_torch_when_dropped():
+def test_nan_and_inf_propagate_like_torch_when_dropped(eager_path):
     x = torch.full((4096,), float("inf"))
     y = regulab.ops.dropout(x, 0.5)
     assert y.isnan().any() and y.isinf().any()  # dropped inf·0 = nan, kept stays inf
@@ -75,7 +76,7 @@ def test_nan_and_inf_propagate_like_torch_when_dropped():
     lambda: torch.randn(7).expand(5, 7),
     lambda: torch.randn(()),
 ])
-def test_any_shape_and_stride_matches_reference(make):
+def test_any_shape_and_stride_matches_reference(make, eager_path):
     x = make()
     torch.manual_seed(3)
     y = regulab.ops.dropout(x, 0.4)
@@ -144,7 +145,7 @@ def test_per_member_rates_bad_shape_or_range():
 
 @pytest.mark.parametrize("n", [5000, _kernels.PARALLEL_MIN + 99])  # serial and parallel kernels
 @pytest.mark.parametrize("member", [False, True])
-def test_inplace_kernel_equals_out_of_place_bit_for_bit(n, member):
+def test_inplace_kernel_equals_out_of_place_bit_for_bit(n, member, eager_path):
     x = torch.randn(3, n)
     p = torch.tensor([0.2, 0.5, 0.7]) if member else 0.4
     g = torch.Generator()
@@ -173,7 +174,7 @@ def test_bad_p_is_a_house_style_error(bad):
         regulab.nn.Dropout(bad)
 
 
-def test_reproducible_under_manual_seed_and_generator():
+def test_reproducible_under_manual_seed_and_generator(eager_path):
     x = torch.randn(1000)
     torch.manual_seed(11)
     a = regulab.ops.dropout(x, 0.5)
@@ -187,7 +188,7 @@ def test_reproducible_under_manual_seed_and_generator():
     assert torch.equal(state, torch.get_rng_state())  # an explicit generator leaves the global one alone
 
 
-def test_consecutive_calls_and_layers_get_different_masks():
+def test_consecutive_calls_and_layers_get_different_masks(eager_path):
     x = torch.ones(10000)
     m1, m2 = regulab.nn.Dropout(0.5), regulab.nn.Dropout(0.5)
     masks = [m1(x) != 0, m1(x) != 0, m2(x) != 0]
@@ -197,7 +198,7 @@ def test_consecutive_calls_and_layers_get_different_masks():
 # --- statistics (seeded; tolerances stated) ---------------------------------------------
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_keep_fraction_within_5_binomial_sigmas(p):
+def test_keep_fraction_within_5_binomial_sigmas(p, eager_path):
     n = 10**6
     kept = int((regulab.ops.dropout(torch.ones(n), p) != 0).sum())
     sigma = math.sqrt(n * p * (1 - p))
@@ -205,7 +206,7 @@ def test_keep_fraction_within_5_binomial_sigmas(p):
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
-def test_mean_is_preserved(p):
+def test_mean_is_preserved(p, eager_path):
     x = torch.full((10**6,), 3.0, dtype=torch.float64)
     y = regulab.ops.dropout(x, p)
     se = 3.0 * math.sqrt(p / (1 - p)) / math.sqrt(x.numel())  # sd of y is 3·sqrt(p/(1-p))
@@ -216,7 +217,7 @@ def _corr(a, b):
     return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
 
 
-def test_no_correlation_between_calls_neighbours_and_adjacent_seeds():
+def test_no_correlation_between_calls_neighbours_and_adjacent_seeds(eager_path):
     n = 10**6
     bound = 5 / math.sqrt(n)  # |r| of independent samples is ~N(0, 1/n)
     x = torch.ones(n)
@@ -255,7 +256,7 @@ def test_words_independent_inside_and_across_runs():
 
 # --- autograd -------------------------------------------------------------------------------
 
-def test_gradcheck_float64():
+def test_gradcheck_float64(eager_path):
     x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     g = torch.Generator()
 
@@ -267,14 +268,14 @@ def test_gradcheck_float64():
     assert torch.autograd.gradgradcheck(f, (x,))
 
 
-def test_backward_applies_the_same_mask():
+def test_backward_applies_the_same_mask(eager_path):
     x = torch.randn(5000, requires_grad=True)
     y = regulab.ops.dropout(x, 0.5)
     y.backward(torch.ones_like(y))
     assert torch.equal(x.grad, (y != 0).float() * 2.0)
 
 
-def test_nothing_but_the_seed_is_saved_for_backward():
+def test_nothing_but_the_seed_is_saved_for_backward(eager_path):
     saved = []
 
     def pack(t):
@@ -293,7 +294,7 @@ def test_nothing_but_the_seed_is_saved_for_backward():
     assert [(tuple(t.shape), t.dtype) for t in saved] == [((), torch.int64)]  # 8 bytes for the whole tensor
 
 
-def test_eager_function_and_custom_op_agree_forward_and_backward():
+def test_eager_function_and_custom_op_agree_forward_and_backward(eager_path):
     x = torch.randn(300, 7, requires_grad=True)
     g = torch.Generator()
     g.manual_seed(9)
@@ -306,7 +307,7 @@ def test_eager_function_and_custom_op_agree_forward_and_backward():
     assert torch.equal(a, b) and torch.equal(ga, x.grad)
 
 
-def test_no_grad_inference_mode_and_requires_grad_variants():
+def test_no_grad_inference_mode_and_requires_grad_variants(eager_path):
     x = torch.randn(100)
     with torch.no_grad():
         assert not regulab.ops.dropout(x.requires_grad_(), 0.5).requires_grad
@@ -318,7 +319,7 @@ def test_no_grad_inference_mode_and_requires_grad_variants():
 
 
 @pytest.mark.parametrize("mode", ["plain", "no_grad", "inference_mode"])
-def test_without_a_gradient_the_same_mask_and_no_graph(mode):
+def test_without_a_gradient_the_same_mask_and_no_graph(mode, eager_path):
     # nothing to differentiate: the kernel runs without an autograd node; same draw, same mask
     x = torch.randn(3000)
     torch.manual_seed(4)
@@ -348,10 +349,14 @@ def test_inplace_writes_into_input_with_and_without_autograd():
     assert torch.equal(leaf.grad, (h != 0).float() * 2)
 
 
-def test_threads_are_capped_by_torch():
+def test_threads_are_capped_by_torch(monkeypatch):
     import threading
 
     import numba
+
+    dropout_module = importlib.import_module("regulab.ops.dropout")
+
+    monkeypatch.setattr(dropout_module, "_native_dropout", dropout_module._no_native)  # the numba path
 
     before = torch.get_num_threads()
     try:
@@ -399,6 +404,9 @@ def test_replacing_every_dropout_gives_identical_eval_outputs():
 
 def test_cuda_or_other_devices_use_the_reference(monkeypatch):
     # The reference path is what non-CPU devices and half dtypes take: same bits as the kernel.
+    dropout_module = importlib.import_module("regulab.ops.dropout")
+
+    monkeypatch.setattr(dropout_module, "_native_dropout", dropout_module._no_native)  # the numba path
     x = torch.randn(3000)
     torch.manual_seed(1)
     a = regulab.ops.dropout(x, 0.5)
@@ -456,5 +464,5 @@ def test_numbas_first_launch_keeps_torchs_thread_count():
             "assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1, torch.get_num_threads()\n"
             "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "NUMBA_NUM_THREADS": "2"})
+                       env={**os.environ, "NUMBA_NUM_THREADS": "2", "REGULAB_NATIVE": "0"})  # numba's dropout
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -20,6 +20,7 @@ COMMANDS = {
     "report": "regulab.report.cli",
     "doctor": "regulab.doctor.cli",
     "mc": "regulab.analysis.cli",
+    "build": "regulab.ops.cli",
 }
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .._validate import PROB, check, check_p, register
 from ..errors import format_error
-from . import _kernels
+from . import _kernels, _native
 from ._eager import plain_eager
 from ._functorch import register_autograd_and_twin, tracks_gradient
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold
@@ -108,6 +108,8 @@ def _fresh(x: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
     """The masked, scaled copy of ``x`` as a new contiguous tensor: straight into the kernel for a
     CPU float32/float64 ``x`` with one rate (a training step's call), else :func:`_run`."""
     xc = x.contiguous()
+    if xc.is_neg():  # a negative view (e.g. ``.imag`` of a conjugate): its memory holds -x
+        xc = xc.resolve_neg()
     if p_member is None and xc.is_cpu:
         scales = _scalar_kernel_scales(p, xc.dtype)
         if scales is not None:
@@ -177,6 +179,23 @@ except (AttributeError, KeyError):  # a torch laid out otherwise: the public app
     _apply_raw, _unwrap_if_dead = _MaskedScaleFn.apply, lambda t: t
 
 
+def _no_native(x: Tensor, p: float, generator: torch.Generator | None) -> None:
+    return None
+
+
+def _native_first(x: Tensor, p: float, generator: torch.Generator | None) -> Tensor | None:
+    """The first eager training call: load (or build) the C++ op, then call it from now on."""
+    global _native_dropout
+    module = _native.load()
+    _native_dropout = module.dropout if module is not None else _no_native
+    return _native_dropout(x, p, generator)
+
+
+# The C++ op (:mod:`._native`): the masked, scaled copy of a CPU float32/float64 tensor with its
+# autograd node, or None for any other tensor; bound on first use.
+_native_dropout = _native_first
+
+
 def _apply(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None) -> Tensor:
     """The out-of-place op: the autograd.Function in plain eager mode, the custom op otherwise
     (under torch.compile, tensor subclasses and function modes, which must see the op)."""
@@ -234,8 +253,11 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
     if type(p) is float and 0.0 < p < 1.0:  # the usual call (a layer's rate): valid, nothing special
         if not training or x.numel() == 0:
             return x
-        if not inplace and plain_eager(x):  # the autograd.Function, its seed drawn as a Python int
+        if not inplace and plain_eager(x):  # one C++ call, else the autograd.Function
             x = _unwrap_if_dead(x)
+            y = _native_dropout(x, p, generator)
+            if y is not None:
+                return y
             if x.requires_grad and torch.is_grad_enabled():  # tracks_gradient, as no transform is active
                 return _apply_raw(x, draw_seed_int(generator), p, None)
             return _fresh(x, draw_seed_int(generator), p, None)  # nothing to differentiate: no node

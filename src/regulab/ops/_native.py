@@ -1,0 +1,77 @@
+"""The C++ dropout op (:file:`native/dropout.cpp`): built once per machine, then loaded.
+
+Eager training-mode dropout of a CPU float32/float64 tensor runs as one C++ call: seed draw,
+kernel (the same bits as the numba kernel and the torch reference) and an autograd node whose
+backward never enters Python. Everything else, and any machine where the op cannot be built
+(no C++ compiler), takes the numba path, with the same values.
+
+The op is compiled with ``torch.utils.cpp_extension`` on first use (about a minute; ``make``
+builds it during set-up, ``regulab build`` builds it by hand) into torch's
+extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), one build
+per source, torch version and instruction set. ``REGULAB_NATIVE=0`` turns it off.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+__all__ = ["SOURCE", "enabled", "load", "build_name"]
+
+SOURCE = Path(__file__).parent / "native" / "dropout.cpp"
+_lock = threading.Lock()
+_loaded: dict[str, ModuleType | None] = {}
+
+
+def enabled() -> bool:
+    """False when the environment sets ``REGULAB_NATIVE=0``."""
+    return os.environ.get("REGULAB_NATIVE", "1").strip() != "0"
+
+
+def _flags() -> tuple[str, list[str]]:
+    """(instruction-set tag, compiler flags). OpenMP, as torch's own ``at::parallel_for`` is
+    OpenMP in the extension's code (and shares torch's thread pool and count). AVX2 code only where torch itself runs AVX2 or better,
+    so a cache shared by several machines never holds code one of them cannot run."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    if cap in ("AVX2", "AVX512"):
+        return "avx2", ["-O3", "-fopenmp", "-mavx2", "-mfma"]
+    return "generic", ["-O3", "-fopenmp"]
+
+
+def build_name() -> str:
+    """The extension's name: one per source text, torch version and compiler flags."""
+    tag, flags = _flags()
+    digest = hashlib.sha256(SOURCE.read_bytes() + f"{torch.__version__} {flags}".encode()).hexdigest()[:12]
+    return f"regulab_native_{tag}_{digest}"
+
+
+def load() -> ModuleType | None:
+    """The built op's module, building it on the first call; None when disabled or unbuildable
+    (with one warning naming why)."""
+    if "module" in _loaded:
+        return _loaded["module"]
+    with _lock:
+        if "module" not in _loaded:
+            _loaded["module"] = _build() if enabled() else None
+    return _loaded["module"]
+
+
+def _build() -> ModuleType | None:
+    try:
+        from torch.utils import cpp_extension
+
+        _, flags = _flags()
+        return cpp_extension.load(build_name(), [str(SOURCE)], extra_cflags=flags,
+                                  extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as e:  # no compiler, no headers, a failed build: the numba path serves
+        warnings.warn(f"regulab: the C++ dropout op could not be built ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else 'no message'}); dropout "
+                      f"runs on the numba kernel (same values). Set REGULAB_NATIVE=0 to skip the build.",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
