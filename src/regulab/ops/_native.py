@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -61,12 +62,24 @@ def load() -> ModuleType | None:
     return _loaded["module"]
 
 
+def _is_built(name: str) -> bool:
+    """Whether torch's extension cache already holds a build of ``name`` (then loading takes ms)."""
+    from torch.utils import cpp_extension
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())
+    return any(root.glob(f"{name}/{name}*.so")) or any(root.glob(f"*/{name}/{name}*.so"))
+
+
 def _build() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
 
         _, flags = _flags()
-        return cpp_extension.load(build_name(), [str(SOURCE)], extra_cflags=flags,
+        name = build_name()
+        if not _is_built(name):  # say why the first call takes a while
+            print("regulab: building the C++ dropout op for this machine (once, about a minute; "
+                  "REGULAB_NATIVE=0 skips it)", file=sys.stderr, flush=True)
+        return cpp_extension.load(name, [str(SOURCE)], extra_cflags=flags,
                                   extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as e:  # no compiler, no headers, a failed build: the numba path serves
         warnings.warn(f"regulab: the C++ dropout op could not be built ({type(e).__name__}: "
