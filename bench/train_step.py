@@ -6,11 +6,19 @@ without dropout, for torch.nn.Dropout and regulab.nn.Dropout. One JSON line.
 The floor beside them: in the dropout's places an ``autograd.Function`` that only copies
 (forward and backward), the extra pass over the activation and its gradient that any
 dropout returning a new tensor makes, with no random numbers and no Python of its own.
+
+Trials: two identical models differ by up to ±3-5% in one process, for the whole run (where
+their weights, activations and gradients sit in memory: cache sets, 4 KiB aliasing, huge
+pages). So the benchmark builds every model afresh for each of ``--trials`` trials (in a
+rotated order), times them interleaved (medians of ``--repeats`` rounds), and reports the
+median over trials of each ratio. A second model without dropout is the null control:
+``null_overhead`` is what a ratio of two identical models reads, ~1.00.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 import torch
@@ -65,23 +73,34 @@ def stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeats", type=int, default=31)
+    ap.add_argument("--trials", type=int, default=7, help="fresh sets of models (default 7)")
+    ap.add_argument("--repeats", type=int, default=11, help="interleaved rounds per trial (default 11)")
     args = ap.parse_args()
     x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
-    steps = {
-        "plain": stepper(make(None), x, y),
-        "torch_dropout": stepper(make(nn.Dropout), x, y),
-        "regulab_dropout": stepper(make(regulab.nn.Dropout), x, y),
-        "copy_pass": stepper(make(CopyPass), x, y),
-    }
-    t = median_seconds(steps, repeats=args.repeats, warmup=5, inner=3)
+    kinds = {"plain": None, "plain_again": None, "torch_dropout": nn.Dropout,
+             "regulab_dropout": regulab.nn.Dropout, "copy_pass": CopyPass}
+    names = list(kinds)
+    ratios: dict[str, list[float]] = {k: [] for k in names}
+    step_ms: dict[str, list[float]] = {k: [] for k in names}
+    for trial in range(args.trials):
+        order = names[trial % len(names):] + names[:trial % len(names)]
+        steps = {k: stepper(make(kinds[k]), x, y) for k in order}
+        t = median_seconds(steps, repeats=args.repeats, warmup=3, inner=3)
+        for k in names:
+            ratios[k].append(t[k] / t["plain"])
+            step_ms[k].append(t[k] * 1e3)
+        del steps
+    over = {k: round(statistics.median(v), 3) for k, v in ratios.items()}
     emit("train_step", {
         "model": "MLP 784-1024-1024-10, batch 128, SGD, p=0.5 after each hidden layer",
+        "trials": args.trials,
         "repeats": args.repeats,
-        "step_ms": {k: round(v * 1e3, 3) for k, v in t.items()},
-        "torch_overhead": round(t["torch_dropout"] / t["plain"], 3),
-        "regulab_overhead": round(t["regulab_dropout"] / t["plain"], 3),
-        "floor_overhead": round(t["copy_pass"] / t["plain"], 3),
+        "step_ms": {k: round(statistics.median(v), 3) for k, v in step_ms.items()},
+        "torch_overhead": over["torch_dropout"],
+        "regulab_overhead": over["regulab_dropout"],
+        "floor_overhead": over["copy_pass"],
+        "null_overhead": over["plain_again"],
+        "regulab_overhead_trials": [round(r, 3) for r in ratios["regulab_dropout"]],
     })
 
 
