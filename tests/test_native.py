@@ -161,6 +161,17 @@ def test_a_failed_build_warns_and_dropout_falls_back(monkeypatch):
         assert _native._build() is None
 
 
+def test_the_build_finds_the_ninja_package_without_an_activated_environment(monkeypatch):
+    import ninja
+    from torch.utils import cpp_extension
+
+    seen = []
+    monkeypatch.setattr(cpp_extension, "load", lambda *a, **k: seen.append(os.environ["PATH"]) or "built")
+    monkeypatch.setenv("PATH", "/usr/bin")
+    assert _native._build() == "built"
+    assert seen == [ninja.BIN_DIR + os.pathsep + "/usr/bin"] and os.environ["PATH"] == "/usr/bin"
+
+
 def _run(code, **env):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                           env={**os.environ, **env})

@@ -12,6 +12,7 @@ per source, torch version and instruction set. ``REGULAB_NATIVE=0`` turns it off
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -70,6 +71,26 @@ def _is_built(name: str) -> bool:
     return any(root.glob(f"{name}/{name}*.so")) or any(root.glob(f"*/{name}/{name}*.so"))
 
 
+@contextlib.contextmanager
+def _ninja_on_path():
+    """The ``ninja`` package's binary first on PATH while torch builds (torch runs ``ninja`` from
+    PATH, which holds a virtual environment's ``bin`` only when it is activated)."""
+    try:
+        import ninja
+    except ImportError:  # then a system ninja, if any
+        yield
+        return
+    before = os.environ.get("PATH")
+    os.environ["PATH"] = os.pathsep.join(p for p in (ninja.BIN_DIR, before) if p)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = before
+
+
 def _build() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
@@ -79,8 +100,9 @@ def _build() -> ModuleType | None:
         if not _is_built(name):  # say why the first call takes a while
             print("regulab: building the C++ dropout op for this machine (once, about a minute; "
                   "REGULAB_NATIVE=0 skips it)", file=sys.stderr, flush=True)
-        return cpp_extension.load(name, [str(SOURCE)], extra_cflags=flags,
-                                  extra_ldflags=["-fopenmp"], verbose=False)
+        with _ninja_on_path():
+            return cpp_extension.load(name, [str(SOURCE)], extra_cflags=flags,
+                                      extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as e:  # no compiler, no headers, a failed build: the numba path serves
         warnings.warn(f"regulab: the C++ dropout op could not be built ({type(e).__name__}: "
                       f"{str(e).strip().splitlines()[-1] if str(e).strip() else 'no message'}); dropout "
