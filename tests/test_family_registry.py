@@ -75,6 +75,47 @@ def test_expectation_preserved(name):
     assert (z < 6).float().mean() > 0.999, name
 
 
+FLOAT_INPUTS = [n for n in NAMES if LAYERS[n].make_input().is_floating_point()]
+
+
+@pytest.mark.parametrize("name", FLOAT_INPUTS)
+def test_a_negative_view_is_read_as_its_values(name):
+    """Under torch's negative bit a tensor's memory holds −x (``.imag`` of a conjugate is one);
+    the kernels read memory, so every layer must give what it gives the plain tensor, and the
+    same gradient."""
+    spec = LAYERS[name]
+    m, x = spec.build().train(), spec.make_input().detach()
+    x0 = x.clone().requires_grad_()
+    torch.manual_seed(0)
+    a = m(x0)
+    w = torch.randn_like(a)
+    a.backward(w)
+    leaf = x.neg().requires_grad_()
+    xn = torch._neg_view(leaf)  # values x, memory -x
+    assert xn.is_neg() and torch.equal(xn, x)
+    torch.manual_seed(0)
+    b = m(xn)
+    b.backward(w)
+    assert torch.equal(a, b) and torch.equal(x0.grad, -leaf.grad)
+    torch.manual_seed(0)
+    c = m(torch._neg_view(x.neg()))  # nothing to differentiate: the eager path, no dispatcher in between
+    assert torch.equal(c, a.detach())
+
+
+@pytest.mark.parametrize("op", ["dropout", "alpha_dropout", "dropout2d", "feature_alpha_dropout"])
+@pytest.mark.parametrize("shape", [(4, 6, 5, 5), (2, 8, 64, 64)])  # small (torch ops) and kernel-sized
+def test_in_place_on_a_negative_view_writes_its_values(op, shape):
+    f = getattr(regulab.ops, op)
+    x = torch.randn(shape)
+    want = x.clone()
+    torch.manual_seed(0)
+    f(want, 0.3, inplace=True)
+    xn = torch._neg_view(x.neg())
+    torch.manual_seed(0)
+    assert f(xn, 0.3, inplace=True) is xn
+    assert torch.equal(xn, want)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_rate_is_refused_in_house_style(name):
     spec = LAYERS[name]

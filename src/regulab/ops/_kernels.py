@@ -23,7 +23,7 @@ from .._numba_cache import cached_njit
 from ._rng import GOLDEN, M1, M2, MASK32, RUN, RUN_SHIFT, _splitmix64
 
 __all__ = ["masked_scale", "set_threads", "supported", "word_at", "run_key", "run_word", "run_bounds", "RUN", "BLOCK",
-           "view_at", "flat_operands", "seed_keys", "masked_scale_new", "pick", "NUMBA_DTYPES"]
+           "view_at", "flat_operands", "seed_keys", "masked_scale_new", "pick", "NUMBA_DTYPES", "dense"]
 
 
 KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules
@@ -197,6 +197,13 @@ def supported(x: torch.Tensor) -> bool:
     return x.is_cpu and x.dtype in NUMBA_DTYPES
 
 
+def dense(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a contiguous tensor whose memory holds its values: a negative view (``.imag`` of a
+    conjugate, say) is resolved, as its memory holds −x and the kernels read memory."""
+    xc = x.contiguous()
+    return xc.resolve_neg() if xc.is_neg() else xc
+
+
 _threads = threading.local()  # numba's thread count is per calling thread
 
 
@@ -272,15 +279,17 @@ def flat_operands(x: torch.Tensor, out: torch.Tensor) -> tuple[int, int, int, ob
     """(x's address, out's address, numel, a numpy zero of their dtype) for a kernel entry point.
 
     The checks guard the raw addresses: both CPU tensors, contiguous, of one supported
-    dtype and size (``out`` may be ``x``: the in-place case).
+    dtype and size (``out`` may be ``x``: the in-place case), neither a negative view
+    (whose memory holds −x: see :func:`dense`).
     """
     like = _LIKE.get(x.dtype)
     n = x.numel()
     if (like is None or out.dtype != x.dtype or out.numel() != n or not x.is_cpu or not out.is_cpu
-            or not x.is_contiguous() or not out.is_contiguous()):
-        raise ValueError(f"kernel operands: contiguous CPU float32/float64 tensors of one dtype and size, got "
-                         f"{x.dtype}/{out.dtype}, {n}/{out.numel()} elements, contiguous "
-                         f"{x.is_contiguous()}/{out.is_contiguous()}, devices {x.device}/{out.device}")
+            or not x.is_contiguous() or not out.is_contiguous() or x.is_neg() or out.is_neg()):
+        raise ValueError(f"kernel operands: contiguous CPU float32/float64 tensors of one dtype and size, not "
+                         f"negative views, got {x.dtype}/{out.dtype}, {n}/{out.numel()} elements, contiguous "
+                         f"{x.is_contiguous()}/{out.is_contiguous()}, negative views {x.is_neg()}/{out.is_neg()}, "
+                         f"devices {x.device}/{out.device}")
     return x.data_ptr(), out.data_ptr(), n, like
 
 
@@ -310,7 +319,7 @@ def masked_scale_new(x: torch.Tensor, seed: int, thresh: np.ndarray, scale: np.n
     and ``scale`` (``empty_like`` of such an ``x`` is contiguous, of the same dtype and size),
     not everything :func:`flat_operands` checks.
     """
-    if not (x.is_contiguous() and x.is_cpu and scale.dtype is NUMBA_DTYPES.get(x.dtype)):
+    if not (x.is_contiguous() and x.is_cpu and scale.dtype is NUMBA_DTYPES.get(x.dtype) and not x.is_neg()):
         flat_operands(x, x)  # raises, naming what it got
         raise ValueError(f"kernel operands: a scale of the tensors' dtype {x.dtype}, got {scale.dtype}")
     out = torch.empty_like(x)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._validate import PROB, check_p, register
-from ._kernels import supported
+from ._kernels import dense, supported
 from ._kernels_family import alpha_affine
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 from ._functorch import register_autograd_and_twin
@@ -77,7 +77,7 @@ def _run(x: Tensor, out: Tensor, seed: int, p: float, linear: bool) -> Tensor:
 @torch.library.custom_op("regulab::alpha_affine", mutates_args=())
 def alpha_affine_op(x: Tensor, seed: Tensor, p: float, linear: bool) -> Tensor:
     """Per-element seeded alpha dropout (``linear``: its gradient, ``x·a`` or ``x·0``)."""
-    xc = x.contiguous()
+    xc = dense(x)
     return _run(xc, torch.empty_like(xc), int(seed), p, linear)
 
 
@@ -133,7 +133,7 @@ def alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: boo
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return x.mul_(zero) if inplace else x.mul(zero)
     if eager_plain(x):  # no graph needed: skip the custom-op dispatch; the seed as a Python int
-        xc = x.contiguous()
+        xc = dense(x)  # x itself when contiguous and not a negative view: then in place
         y = _run(xc, xc if inplace and xc is x else torch.empty_like(xc), draw_seed_int(generator), p, False)
     else:
         y = _alpha_twin.call(x, draw_seed(generator), p, False)

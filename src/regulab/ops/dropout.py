@@ -107,9 +107,7 @@ def _run(x: Tensor, out: Tensor, seed: int, p: float, p_member: Tensor | None) -
 def _fresh(x: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
     """The masked, scaled copy of ``x`` as a new contiguous tensor: straight into the kernel for a
     CPU float32/float64 ``x`` with one rate (a training step's call), else :func:`_run`."""
-    xc = x.contiguous()
-    if xc.is_neg():  # a negative view (e.g. ``.imag`` of a conjugate): its memory holds -x
-        xc = xc.resolve_neg()
+    xc = _kernels.dense(x)
     if p_member is None and xc.is_cpu:
         scales = _scalar_kernel_scales(p, xc.dtype)
         if scales is not None:
@@ -145,11 +143,11 @@ _masked_scale_twin = register_autograd_and_twin(masked_scale, _setup_context, _b
 
 @torch.library.custom_op("regulab::masked_scale_", mutates_args=("x",))
 def _masked_scale_(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None = None) -> None:
-    if x.is_contiguous():
+    if x.is_contiguous() and not x.is_neg():
         _run(x, x, int(seed), p, p_member)
     else:
-        x.copy_(_run(x.contiguous(), torch.empty_like(x, memory_format=torch.contiguous_format),
-                     int(seed), p, p_member).view(x.shape))
+        xc = _kernels.dense(x)
+        x.copy_(_run(xc, torch.empty_like(xc), int(seed), p, p_member).view(x.shape))
 
 
 class _MaskedScaleFn(torch.autograd.Function):
@@ -281,7 +279,10 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
     if tracks_gradient(x):
         return x.copy_(_apply(x, seed, p, p_member))  # autograd sees a copy: no mask kept
     if plain_eager(x):
-        _run(x, x, int(seed), p, p_member) if x.is_contiguous() else x.copy_(_apply(x, seed, p, p_member))
+        if x.is_contiguous() and not x.is_neg():
+            _run(x, x, int(seed), p, p_member)
+        else:
+            x.copy_(_apply(x, seed, p, p_member))
     else:
         _masked_scale_(x, seed, p, p_member)
     return x

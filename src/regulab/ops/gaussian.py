@@ -25,7 +25,7 @@ from torch import Tensor
 from .._validate import NONNEG, PROB_OPEN_RIGHT, all_within, check, check_p, register
 from ..errors import format_error
 from . import _kernels_family as K
-from ._kernels import BLOCK, supported
+from ._kernels import BLOCK, dense, supported
 from ._rng import bits_ref, draw_seed, draw_seed_int, mix_seed
 from ._functorch import register_autograd_and_twin
 from .shared import eager_plain
@@ -135,7 +135,7 @@ def _sigma_array(sigma: float) -> np.ndarray:
 
 
 def _run(x: Tensor, seed: int, sigma: float, additive: bool, member_sigma: Tensor | None) -> Tensor:
-    xc = x.contiguous()
+    xc = dense(x)
     out = torch.empty_like(xc)
     if supported(xc):
         k0, k1 = mix_seed(seed)
@@ -226,7 +226,7 @@ def add_member_noise_(x: Tensor, sigma: np.ndarray, generator: torch.Generator |
     the same normals), without its checks and, on the kernel's path (contiguous CPU float),
     without its new tensor: the stacked trainer calls it on every step.
     """
-    if not (supported(x) and x.is_contiguous()):
+    if not (supported(x) and x.is_contiguous() and not x.is_neg()):
         return x.copy_(gaussian_noise(x, torch.from_numpy(sigma), generator=generator))
     k0, k1 = mix_seed(draw_seed_int(generator))
     K.normal_apply(x, x, k0, k1, sigma, True)

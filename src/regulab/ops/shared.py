@@ -94,7 +94,7 @@ def _row_length(x: Tensor, shape: list[int]) -> int:
 
 def _apply(x: Tensor, out: Tensor | None, seed: int, p: float, shape: list[int], mode: str) -> Tensor:
     """``x·A (+ B)`` into ``out`` (``x`` itself for in place), or a new tensor when ``out`` is None."""
-    if mode in ("scale", "keep") and x.dtype in _NP and x.is_cpu:
+    if mode in ("scale", "keep") and x.dtype in _NP and x.is_cpu and not x.is_neg():  # kernels read memory
         inner = _row_length(x, shape)
         if inner >= _ROW_MIN:  # one pass, no mask tensor; streaming stores for large outputs
             t, value = _keep_constants(p, _NP[x.dtype], mode)
