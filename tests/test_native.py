@@ -205,3 +205,17 @@ def test_build_command(native, capsys, monkeypatch):
     monkeypatch.setenv("REGULAB_NATIVE", "0")
     assert main(["build"]) == 0
     assert "REGULAB_NATIVE=0" in capsys.readouterr().out
+
+
+def test_many_rates_in_turn_keep_their_own_scale_and_threshold(native):
+    # the op caches a few (rate, dtype) pairs per thread: more rates than slots, in turn, twice
+    x = torch.randn(4000, dtype=torch.float64)
+    rates = [0.05 * k for k in range(1, 12)]
+    for _ in range(2):
+        for p in rates:
+            for dtype in (torch.float32, torch.float64):
+                xd = x.to(dtype)
+                torch.manual_seed(8)
+                y = native.dropout(xd, p, None)
+                torch.manual_seed(8)
+                assert _bits_equal(y, masked_scale_ref(xd, int(_rng.draw_seed()), p)), (p, dtype)

@@ -131,19 +131,29 @@ struct Rate {
   double scale = 0.0;
 };
 
+Rate compute_rate(double p, at::ScalarType dtype) {
+  Rate r;
+  r.p = p;
+  r.dtype = dtype;
+  const double t = std::nearbyint(p * 4294967296.0);  // round half to even, as Python's round
+  r.thresh = static_cast<uint32_t>(std::min(t, 4294967295.0));
+  at::AutoDispatchBelowADInplaceOrView guard;  // a plain computation, never recorded
+  r.scale = at::ones({1}, at::TensorOptions().dtype(dtype)).div_(1.0 - p).item<double>();
+  return r;
+}
+
+// A few rates per thread: a model's layers use one or several, every step.
 const Rate& rate_of(double p, at::ScalarType dtype) {
-  thread_local Rate last;
-  if (last.p != p || last.dtype != dtype) {
-    Rate r;
-    r.p = p;
-    r.dtype = dtype;
-    const double t = std::nearbyint(p * 4294967296.0);  // round half to even, as Python's round
-    r.thresh = static_cast<uint32_t>(std::min(t, 4294967295.0));
-    at::AutoDispatchBelowADInplaceOrView guard;  // a plain computation, never recorded
-    r.scale = at::ones({1}, at::TensorOptions().dtype(dtype)).div_(1.0 - p).item<double>();
-    last = r;
+  constexpr int kSlots = 8;
+  thread_local Rate slots[kSlots];
+  thread_local int next = 0;
+  for (const Rate& r : slots) {
+    if (r.p == p && r.dtype == dtype) return r;
   }
-  return last;
+  Rate& slot = slots[next];
+  next = (next + 1) % kSlots;
+  slot = compute_rate(p, dtype);
+  return slot;
 }
 
 int64_t draw_seed(const std::optional<at::Generator>& generator) {  // _rng.draw_seed_int
