@@ -219,3 +219,14 @@ def test_many_rates_in_turn_keep_their_own_scale_and_threshold(native):
                 y = native.dropout(xd, p, None)
                 torch.manual_seed(8)
                 assert _bits_equal(y, masked_scale_ref(xd, int(_rng.draw_seed()), p)), (p, dtype)
+
+
+def test_a_numpy_rate_takes_the_op_too(native):
+    import numpy as np
+
+    x = torch.randn(3000, requires_grad=True)
+    torch.manual_seed(6)
+    a = regulab.ops.dropout(x, 0.3)
+    torch.manual_seed(6)
+    b = regulab.ops.dropout(x, np.float64(0.3))  # validated first, then the same call
+    assert type(b.grad_fn).__name__ == "CppFunction" and _bits_equal(a, b)

@@ -40,7 +40,7 @@ def _flags() -> tuple[str, list[str]]:
     OpenMP in the extension's code (and shares torch's thread pool and count). AVX2 code only where torch itself runs AVX2 or better,
     so a cache shared by several machines never holds code one of them cannot run."""
     cap = torch.backends.cpu.get_cpu_capability()
-    if cap in ("AVX2", "AVX512"):
+    if cap.startswith("AVX"):  # AVX2, AVX512 and its variants
         return "avx2", ["-O3", "-fopenmp", "-mavx2", "-mfma"]
     return "generic", ["-O3", "-fopenmp"]
 

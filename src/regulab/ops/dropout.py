@@ -271,7 +271,11 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
     if p_member is None and p == 1.0:
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return x.mul_(zero) if inplace else x.mul(zero)
-    if not inplace and plain_eager(x):  # the autograd.Function, its seed drawn as a Python int
+    if not inplace and plain_eager(x):  # the C++ op for one rate, else the autograd.Function
+        if p_member is None:
+            y = _native_dropout(_unwrap_if_dead(x), p, generator)
+            if y is not None:
+                return y
         return _MaskedScaleFn.apply(x, draw_seed_int(generator), p, p_member)
     seed = draw_seed(generator)
     if not inplace:
