@@ -4,9 +4,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test browser bench clean
+.PHONY: demo test browser compiler bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt | compiler
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/regulab study
+
+# The C++ dropout op is built with the system's C++ compiler; install Debian's g++ when missing.
+compiler:
+	@command -v $${CXX:-c++} >/dev/null 2>&1 || { \
+	  echo "installing Debian's g++ for the C++ dropout op"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null) \
+	  || echo "warning: no C++ compiler; dropout runs on the numba kernel and the C++ op's tests are skipped"; }
 
 # The report tests render HTML in Debian's chromium; install it when missing.
 browser:

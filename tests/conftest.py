@@ -15,12 +15,17 @@ def _seed():
 
 
 def native_op():
-    """The C++ dropout op's module; skips only where the environment turned it off
-    (REGULAB_NATIVE=0), so a build that fails in CI fails the tests that need it."""
+    """The C++ dropout op's module. Skips only where the environment turned it off
+    (REGULAB_NATIVE=0) or has no C++ compiler (``make`` installs one); with a compiler, a
+    build that fails fails the tests that need it."""
+    import shutil
+
     from regulab.ops import _native
 
     if not _native.enabled():
         pytest.skip("REGULAB_NATIVE=0: the C++ dropout op is off")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler: dropout runs on the numba kernel")
     module = _native.load()
     assert module is not None, "the C++ dropout op did not build (see the RuntimeWarning)"
     return module

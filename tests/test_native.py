@@ -177,14 +177,17 @@ def _run(code, **env):
                           env={**os.environ, **env})
 
 
+_STEP = ("import torch, regulab\n"
+         "torch.manual_seed(0)\n"
+         "x = torch.randn(5000, requires_grad=True)\n"
+         "y = regulab.ops.dropout(x, 0.5); y.sum().backward()\n"
+         "import sys; d = sys.modules['regulab.ops.dropout']\n"
+         "assert d._native_dropout is d._no_native\n"
+         "print(int((y != 0).sum()), float(y.sum()), float(x.grad.sum()))\n")
+
+
 def test_without_a_compiler_dropout_runs_on_numba_with_the_same_values(tmp_path):
-    code = ("import torch, regulab\n"
-            "torch.manual_seed(0)\n"
-            "x = torch.randn(5000, requires_grad=True)\n"
-            "y = regulab.ops.dropout(x, 0.5); y.sum().backward()\n"
-            "import sys; d = sys.modules['regulab.ops.dropout']\n"
-            "assert d._native_dropout is d._no_native\n"
-            "print(int((y != 0).sum()), float(y.sum()), float(x.grad.sum()))\n")
+    code = _STEP
     broken = _run(code, CXX="/nonexistent/c++", TORCH_EXTENSIONS_DIR=str(tmp_path))
     assert broken.returncode == 0, broken.stderr[-2000:]
     assert "building the C++ dropout op for this machine" in broken.stderr  # an empty cache: it says so
@@ -192,9 +195,14 @@ def test_without_a_compiler_dropout_runs_on_numba_with_the_same_values(tmp_path)
     off = _run(code, REGULAB_NATIVE="0")
     assert off.returncode == 0 and "could not be built" not in off.stderr, off.stderr[-2000:]
     assert broken.stdout == off.stdout
-    native = _run(code.replace("is d._no_native", "is not d._no_native"))
-    assert native.returncode == 0 and "building" not in native.stderr, native.stderr[-2000:]  # already built
-    assert native.stdout == off.stdout  # same draw, same mask, same gradient
+
+
+def test_a_process_with_the_op_draws_the_same_mask_and_gradient(native):
+    off = _run(_STEP, REGULAB_NATIVE="0")
+    on = _run(_STEP.replace("is d._no_native", "is not d._no_native"))
+    assert off.returncode == 0 and on.returncode == 0, (off.stderr[-2000:], on.stderr[-2000:])
+    assert "building" not in on.stderr  # built already (the fixture loaded it)
+    assert on.stdout == off.stdout  # same draw, same mask, same gradient
 
 
 def test_build_command(native, capsys, monkeypatch):
