@@ -159,7 +159,7 @@ def test_ray_tasks_resume_from_commit_points_after_a_lost_worker_or_an_interrupt
         res = open_results(tmp_path / name)
         groups = list(dict.fromkeys(r["group_key"] for r in sorted(res.runs, key=lambda r: r["run_id"])))
         crashes = tmp_path / f"crashes-{name}"
-        assert sorted(p.name for p in crashes.iterdir()) == sorted(f"{g}.log" for g in groups)
+        assert sorted(p.name for p in crashes.glob("*.log")) == sorted(f"{g}.log" for g in groups)
         for i, g in enumerate(groups):  # the first attempt died after its first commit; the second resumed there
             events = (crashes / f"{g}.log").read_text().split("\n")
             if name == "resumed" and i == 0:  # resumed at the local study's epoch 2

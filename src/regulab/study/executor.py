@@ -247,7 +247,12 @@ def _test_worker_crash(key: str, event: str, epoch: int) -> None:
     """Test hook: with ``REGULAB_TEST_RAY_CRASH_DIR`` set, each task attempt appends
     ``"<event> <epoch>"`` to ``<dir>/<key>.log`` at its start and after each commit point, and
     the first attempt of each group SIGKILLs its own worker after its first commit point
-    (mid-task), as an OOM kill or a lost node would. Unset: does nothing."""
+    (mid-task), as an OOM kill or a lost node would. Unset: does nothing.
+
+    It kills once the driver has stored that commit (:func:`_test_commit_stored`): a yielded
+    commit travels to the driver asynchronously, and a worker killed before it arrives loses
+    it (correctly: the retry then starts from the commit before), which would make the test's
+    expected resume point a race."""
     folder = os.environ.get("REGULAB_TEST_RAY_CRASH_DIR")
     if not folder:
         return
@@ -255,7 +260,17 @@ def _test_worker_crash(key: str, event: str, epoch: int) -> None:
     with open(log, "a") as f:
         f.write(f"{event} {epoch}\n")
     if event == "commit" and log.read_text().count("commit") == 1:
+        stored, deadline = Path(folder) / f"{key}.stored", time.monotonic() + 120
+        while not stored.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _test_commit_stored(key: str) -> None:
+    """Test hook, driver side: marks that a commit of group ``key`` is stored (see :func:`_test_worker_crash`)."""
+    folder = os.environ.get("REGULAB_TEST_RAY_CRASH_DIR")
+    if folder:
+        (Path(folder) / f"{key}.stored").touch()
 
 
 def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address: str | None = None,
@@ -314,6 +329,7 @@ def run_ray(groups: list[Group], spec: Spec, load_data, store: Store, *, address
                         on_epoch[job](*msg[1:])
                 elif msg[0] == "commit":
                     job.commit(*msg[1:])
+                    _test_commit_stored(job.group.key)
                 else:
                     del running[gen]
                     job.finish(*msg[1:])
