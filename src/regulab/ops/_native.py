@@ -36,9 +36,12 @@ def enabled() -> bool:
 
 
 def _flags() -> tuple[str, list[str]]:
-    """(instruction-set tag, compiler flags). OpenMP, as torch's own ``at::parallel_for`` is
-    OpenMP in the extension's code (and shares torch's thread pool and count). AVX2 code only where torch itself runs AVX2 or better,
-    so a cache shared by several machines never holds code one of them cannot run."""
+    """(instruction-set tag, compiler flags).
+
+    OpenMP: torch's ``at::parallel_for`` is OpenMP code compiled into the extension (it then
+    runs on torch's thread pool, at torch's thread count). AVX2 only where torch itself runs
+    AVX2 or better, so a cache shared by several machines never holds code one of them cannot run.
+    """
     cap = torch.backends.cpu.get_cpu_capability()
     if cap.startswith("AVX"):  # AVX2, AVX512 and its variants
         return "avx2", ["-O3", "-fopenmp", "-mavx2", "-mfma"]
