@@ -4,6 +4,7 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,8 +173,8 @@ def test_the_build_finds_the_ninja_package_without_an_activated_environment(monk
     assert seen == [ninja.BIN_DIR + os.pathsep + "/usr/bin"] and os.environ["PATH"] == "/usr/bin"
 
 
-def _run(code, **env):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+def _run(code, timeout=600, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **env})
 
 
@@ -238,3 +239,17 @@ def test_a_numpy_rate_takes_the_op_too(native):
     torch.manual_seed(6)
     b = regulab.ops.dropout(x, np.float64(0.3))  # validated first, then the same call
     assert type(b.grad_fn).__name__ == "CppFunction" and _bits_equal(a, b)
+
+
+def test_a_build_killed_midway_does_not_hang_the_next_process(native, tmp_path):
+    # torch's builder leaves <build dir>/lock behind when it is killed (a Ctrl-C during the first
+    # call's build) and a later process would wait on it forever; regulab's own lock clears it
+    import shutil
+
+    built = Path(native.__file__).parent
+    shutil.copytree(built, tmp_path / built.name)  # mtimes kept: nothing to rebuild
+    (tmp_path / built.name / "lock").touch()
+    on = _run(_STEP.replace("is d._no_native", "is not d._no_native"), TORCH_EXTENSIONS_DIR=str(tmp_path),
+              timeout=120)
+    assert on.returncode == 0, on.stderr[-2000:]
+    assert not (tmp_path / built.name / "lock").exists()

@@ -25,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
-__all__ = ["cached_njit", "guard_cache", "LOCK_NAME"]
+__all__ = ["cached_njit", "guard_cache", "folder_lock", "LOCK_NAME"]
 
 LOCK_NAME = "regulab-numba-cache.lock"
 _held: dict[str, list] = {}  # lock path -> [file, depth]: a thread re-entering keeps its lock
@@ -33,21 +33,26 @@ _mutex = threading.RLock()
 
 
 @contextlib.contextmanager
-def _locked(folder: str):
-    path = os.path.join(folder, LOCK_NAME)
+def folder_lock(folder: str, name: str = LOCK_NAME):
+    """An exclusive ``flock`` on ``folder/name`` across processes (re-entrant in one process;
+    the system releases it when its holder dies). Yields whether it holds the lock: False where
+    none can be taken (a read-only folder, no ``fcntl``), and the caller goes on unlocked."""
+    path = os.path.join(folder, name)
     with _mutex:
         entry = _held.get(path)
         if entry is None:
             try:
+                if fcntl is None:
+                    raise OSError("no fcntl")
                 f = open(path, "a+b")
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            except OSError:  # a read-only folder: numba's own (unlocked) behaviour
-                yield
+            except OSError:  # a read-only folder: the caller's own (unlocked) behaviour
+                yield False
                 return
             entry = _held[path] = [f, 0]
         entry[1] += 1
         try:
-            yield
+            yield True
         finally:
             entry[1] -= 1
             if entry[1] == 0:
@@ -66,7 +71,7 @@ def guard_cache(dispatcher):
     def locked(method):
         @functools.wraps(method)
         def run(*args, **kwargs):
-            with _locked(folder):
+            with folder_lock(folder):
                 return method(*args, **kwargs)
         return run
 

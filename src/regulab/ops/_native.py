@@ -23,6 +23,8 @@ from types import ModuleType
 
 import torch
 
+from .._numba_cache import folder_lock
+
 __all__ = ["SOURCE", "enabled", "load", "build_name"]
 
 SOURCE = Path(__file__).parent / "native" / "dropout.cpp"
@@ -94,6 +96,25 @@ def _ninja_on_path():
             os.environ["PATH"] = before
 
 
+@contextlib.contextmanager
+def _sole_builder(name: str):
+    """One regulab process at a time builds or loads ``name``, under a ``flock`` that the system
+    releases when its holder dies. The holder deletes the lock file torch's builder leaves
+    behind when it is killed mid-build (a Ctrl-C during the first call's build): torch would
+    wait on it forever. No live builder can own that file then, as it would hold the ``flock``."""
+    from torch.utils import cpp_extension
+
+    try:
+        folder = cpp_extension._get_build_directory(name, verbose=False)  # what load() uses; creates it
+    except Exception:  # a torch laid out otherwise: its own locking only
+        yield
+        return
+    with folder_lock(folder, "regulab-build.lock") as held:
+        if held:
+            Path(folder, "lock").unlink(missing_ok=True)
+        yield
+
+
 def _build() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
@@ -103,7 +124,7 @@ def _build() -> ModuleType | None:
         if not _is_built(name):  # say why the first call takes a while
             print("regulab: building the C++ dropout op for this machine (once, about a minute; "
                   "REGULAB_NATIVE=0 skips it)", file=sys.stderr, flush=True)
-        with _ninja_on_path():
+        with _ninja_on_path(), _sole_builder(name):
             return cpp_extension.load(name, [str(SOURCE)], extra_cflags=flags,
                                       extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as e:  # no compiler, no headers, a failed build: the numba path serves
