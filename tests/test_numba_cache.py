@@ -94,3 +94,43 @@ def test_guard_is_idempotent_and_leaves_uncached_dispatchers_alone():
     cached = _numba_cache.cached_njit(lambda x: x + 1)
     save = cached._cache._cache_file.save
     assert _numba_cache.guard_cache(cached)._cache._cache_file.save is save  # not wrapped twice
+
+
+def test_threads_take_turns_per_lock_name(tmp_path):
+    """A long hold of one lock name (the C++ build's) does not stall another name's lock (numba's
+    cache) in another thread; the same name does wait, and re-entering one's own lock does not."""
+    import threading
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    held, release = threading.Event(), threading.Event()
+
+    def hold(name):
+        with _numba_cache.folder_lock(str(a), name) as got:
+            assert got
+            held.set()
+            release.wait(30)
+
+    def attempt(name, seconds=0.5):
+        done = threading.Event()
+
+        def run():
+            with _numba_cache.folder_lock(str(b), name):
+                done.set()
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return done.wait(seconds), t
+
+    holder = threading.Thread(target=hold, args=("regulab-build.lock",), daemon=True)
+    holder.start()
+    assert held.wait(30)
+    other, _ = attempt(_numba_cache.LOCK_NAME)
+    assert other  # another name: no wait
+    same, waiter = attempt("regulab-build.lock")
+    assert not same  # the same name: its turn comes after the holder's
+    release.set()
+    holder.join(30)
+    waiter.join(30)
+    assert not waiter.is_alive()
+    with _numba_cache.folder_lock(str(a)) as outer, _numba_cache.folder_lock(str(a)) as inner:
+        assert outer and inner  # re-entrant in one thread

@@ -29,16 +29,26 @@ __all__ = ["cached_njit", "guard_cache", "folder_lock", "LOCK_NAME"]
 
 LOCK_NAME = "regulab-numba-cache.lock"
 _held: dict[str, list] = {}  # lock path -> [file, depth]: a thread re-entering keeps its lock
-_mutex = threading.RLock()
+_mutexes: dict[str, threading.RLock] = {}  # lock name -> the threads' turn on every lock of that name
+_guard = threading.Lock()
+
+
+def _mutex(name: str) -> threading.RLock:
+    with _guard:
+        return _mutexes.setdefault(name, threading.RLock())
 
 
 @contextlib.contextmanager
 def folder_lock(folder: str, name: str = LOCK_NAME):
     """An exclusive ``flock`` on ``folder/name`` across processes (re-entrant in one process;
     the system releases it when its holder dies). Yields whether it holds the lock: False where
-    none can be taken (a read-only folder, no ``fcntl``), and the caller goes on unlocked."""
+    none can be taken (a read-only folder, no ``fcntl``), and the caller goes on unlocked.
+
+    The threads of one process take turns per lock *name*: one thread at a time holds any
+    numba-cache lock (so a thread nesting two cache folders cannot deadlock with another),
+    while a minute-long C++ build under its own name stalls no thread's cache reads."""
     path = os.path.join(folder, name)
-    with _mutex:
+    with _mutex(name):
         entry = _held.get(path)
         if entry is None:
             try:
