@@ -349,6 +349,90 @@ def test_inplace_writes_into_input_with_and_without_autograd():
     assert torch.equal(leaf.grad, (h != 0).float() * 2)
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "plain"])
+def test_inplace_on_a_saved_tensor_makes_backward_raise_like_torch(mode):
+    """The kernel writes x through its address: the version counter must still move, or a graph that
+    saved x would compute its gradient from the dropped-out values."""
+    for f in (F.dropout, regulab.ops.dropout):
+        w = torch.randn(6, requires_grad=True)
+        x = torch.arange(1.0, 7.0)
+        z = (w * x).sum()  # mul saves x
+        with torch.no_grad() if mode == "no_grad" else contextlib.nullcontext():
+            f(x, 0.5, inplace=True)
+        assert x._version == 1, f
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            z.backward()
+
+
+def test_inplace_on_an_inference_tensor_only_inside_inference_mode():
+    with torch.inference_mode():
+        t, x = torch.randn(100), torch.randn(100)
+    with pytest.raises(RuntimeError, match="inference"):
+        F.dropout(t, 0.5, inplace=True)  # (torch writes t first, then raises)
+    with pytest.raises(RuntimeError, match=r"dropout: in place on an inference tensor outside torch.inference_mode"):
+        regulab.ops.dropout(x, 0.5, inplace=True)
+    assert (x != 0).all()  # refused before writing
+    with torch.inference_mode():
+        assert regulab.ops.dropout(x, 0.5, inplace=True) is x
+    assert (x == 0).any()
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+@pytest.mark.parametrize("layout", [torch.strided, torch.jagged])
+def test_nested_tensor(eager_path, layout):
+    def make():
+        return torch.nested.nested_tensor([torch.ones(30, 2), torch.ones(50, 2)], layout=layout, requires_grad=True)
+
+    nt = make()
+    torch.manual_seed(1)
+    y = regulab.ops.dropout(nt, 0.5)
+    assert y.is_nested and type(y) is type(nt) and [t.shape for t in y.unbind()] == [(30, 2), (50, 2)]
+    vals = torch.cat([t.reshape(-1) for t in y.unbind()])
+    assert set(vals.tolist()) == {0.0, 2.0}
+    sum(t.sum() for t in y.unbind()).backward()
+    assert torch.equal(torch.cat([t.reshape(-1) for t in nt.grad.unbind()]), vals)  # the same mask
+    inplace = make().detach()
+    torch.manual_seed(1)
+    assert regulab.ops.dropout(inplace, 0.5, inplace=True) is inplace
+    assert torch.equal(torch.cat([t.reshape(-1) for t in inplace.unbind()]), vals)
+
+
+def test_sparse_gradient_of_an_embedding(eager_path):
+    w = torch.randn(10, 4, requires_grad=True)
+    idx = torch.tensor([1, 2, 2])
+    torch.manual_seed(5)
+    F.embedding(idx, regulab.ops.dropout(w, 0.5), sparse=True).sum().backward()
+    sparse = w.grad
+    w.grad = None
+    torch.manual_seed(5)
+    F.embedding(idx, regulab.ops.dropout(w, 0.5)).sum().backward()
+    assert sparse.layout == torch.sparse_coo  # as torch's dropout gives
+    assert torch.equal(sparse.to_dense(), w.grad)
+
+
+def test_batched_gradients_equal_one_by_one(eager_path):
+    x = torch.randn(6, 5, requires_grad=True)
+    y = regulab.ops.dropout(x, 0.4)
+    cotangents = torch.randn(4, 6, 5)
+    batched = torch.autograd.grad(y, x, cotangents, is_grads_batched=True, retain_graph=True)[0]
+    single = torch.stack([torch.autograd.grad(y, x, g, retain_graph=True)[0] for g in cotangents])
+    assert torch.equal(batched, single)
+    g2 = torch.autograd.grad(y, x, cotangents[0], create_graph=True)[0]  # the fallback's graph too
+    assert torch.equal(g2, single[0])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace.* is deprecated:DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_jit_trace_in_training_replays_the_draws(eager_path):
+    m = nn.Sequential(nn.Linear(8, 64), regulab.nn.Dropout(0.5)).train()
+    x = torch.randn(16, 8)
+    traced = torch.jit.trace(m, x, check_trace=False)
+    torch.manual_seed(2)
+    a = traced(x)
+    torch.manual_seed(2)
+    assert torch.equal(a, m(x))
+    assert not torch.equal(a, traced(x))  # a new draw each call, not a recorded mask or an empty buffer
+
+
 def test_threads_are_capped_by_torch(monkeypatch):
     import threading
 

@@ -1,4 +1,5 @@
 """One parametrised suite over every dropout-family layer (regulab.nn.registry.LAYERS)."""
+import inspect
 import re
 
 import pytest
@@ -257,3 +258,59 @@ def test_every_family_constraint_is_enforced(where, param, bad):
     with pytest.raises(ValueError) as e:
         _CALLS[where](**{param: bad})
     assert str(e.value).startswith(f"{where}: {param} must be {CONSTRAINTS[(where, param)]}, got ")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace.* is deprecated:DeprecationWarning", "ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_trace_in_training_replays_the_eager_draws(name):
+    # a kernel writing memory directly is invisible to the tracer: the ops must show it theirs
+    spec = LAYERS[name]
+    m, x = spec.build().train(), spec.make_input()
+    traced = torch.jit.trace(m, x, check_trace=False)
+    torch.manual_seed(3)
+    a = traced(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, m(x))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if LAYERS[n].float_input])
+def test_batched_gradients_equal_one_by_one(name):
+    # autograd.grad(..., is_grads_batched=True) hands the backward gradients without storage
+    spec = LAYERS[name]
+    m, x = spec.build().train(), spec.make_input().requires_grad_(True)
+    torch.manual_seed(4)
+    y = m(x)
+    cotangents = torch.randn(3, *y.shape)
+    batched = torch.autograd.grad(y, x, cotangents, is_grads_batched=True, retain_graph=True)[0]
+    single = torch.stack([torch.autograd.grad(y, x, g, retain_graph=True)[0] for g in cotangents])
+    assert torch.equal(batched, single)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "inplace" in inspect.signature(LAYERS[n].cls).parameters])
+def test_in_place_moves_the_version_counter(name):
+    # as torch's in-place ops: a graph that saved the input refuses to backward through new values
+    spec = LAYERS[name]
+    m, x = spec.build(inplace=True).train(), spec.make_input()
+    probe = x.clone()
+    if m(probe) is not probe:
+        pytest.skip("its inplace does not write its input")
+    w = torch.randn(x.shape, requires_grad=True)
+    z = (w * x).sum()  # saves x
+    before = x._version
+    with torch.no_grad():
+        assert m(x) is x
+    assert x._version > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()
+
+
+def test_in_place_on_long_rows_moves_the_version_counter():
+    # channels of 1024 elements take the row kernel (the registry's small inputs take torch's mul)
+    x = torch.randn(2, 4, 32, 32)
+    w = torch.randn(x.shape, requires_grad=True)
+    z = (w * x).sum()
+    with torch.no_grad():
+        assert regulab.ops.dropout2d(x, 0.5, inplace=True) is x
+    assert x._version == 1
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()

@@ -23,6 +23,7 @@ from .._validate import PROB, check_p, register
 from ._kernels import dense, supported
 from ._kernels_family import alpha_affine
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
+from ._eager import written_in_place
 from ._functorch import register_autograd_and_twin
 from .channel import feature_shape
 from .shared import ALPHA, apply_shared, eager_plain
@@ -134,6 +135,8 @@ def alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: boo
         return x.mul_(zero) if inplace else x.mul(zero)
     if eager_plain(x):  # no graph needed: skip the custom-op dispatch; the seed as a Python int
         xc = dense(x)  # x itself when contiguous and not a negative view: then in place
+        if inplace and xc is x:
+            written_in_place(x, "alpha_dropout")
         y = _run(xc, xc if inplace and xc is x else torch.empty_like(xc), draw_seed_int(generator), p, False)
     else:
         y = _alpha_twin.call(x, draw_seed(generator), p, False)

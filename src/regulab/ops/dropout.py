@@ -21,7 +21,7 @@ from torch import Tensor
 from .._validate import PROB, check, check_p, register
 from ..errors import format_error
 from . import _kernels, _native
-from ._eager import plain_eager
+from ._eager import plain_eager, plain_gradient, written_in_place
 from ._functorch import register_autograd_and_twin, tracks_gradient
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold
 
@@ -162,6 +162,9 @@ class _MaskedScaleFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if not plain_gradient(grad):  # sparse, batched, ...: times the mask, in torch's own ops
+            seed, p, p_member = ctx.args
+            return grad * _fresh(torch.ones(grad.shape, dtype=grad.dtype), seed, p, p_member), None, None, None
         if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
             return _MaskedScaleFn.apply(grad, *ctx.args), None, None, None
         return _fresh(grad, *ctx.args), None, None, None
@@ -200,6 +203,23 @@ def _apply(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None) -> Tensor
     if plain_eager(x):
         return _MaskedScaleFn.apply(x, int(seed), p, p_member)
     return _masked_scale_twin.call(x, seed, p, p_member)
+
+
+def _nested(x: Tensor, p, training: bool, inplace: bool, generator: torch.Generator | None) -> Tensor:
+    """Dropout of a nested tensor, as torch's: of its jagged values buffer, or of each strided component."""
+    if isinstance(p, Tensor):
+        raise ValueError(format_error("dropout", "p", "a float for a nested tensor", "a tensor of per-member rates"))
+    if x.layout == torch.jagged:
+        values = x.values()
+        out = dropout(values, p, training, inplace, generator=generator)
+        if out is values:  # eval, p = 0, in place
+            return x
+        return torch.nested.nested_tensor_from_jagged(out, x.offsets(), lengths=x.lengths(), jagged_dim=x._ragged_idx)
+    parts = x.unbind()
+    outs = [dropout(t, p, training, inplace, generator=generator) for t in parts]
+    if all(o is t for o, t in zip(outs, parts)):
+        return x
+    return torch.nested.as_nested_tensor(outs, layout=torch.strided)
 
 
 def _check_member_p(p: Tensor, x: Tensor) -> Tensor:
@@ -247,6 +267,8 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
         >>> regulab.ops.dropout(x, 0.5, training=False) is x
         True
     """
+    if x.is_nested:
+        return _nested(x, p, training, inplace, generator)
     p_member = None
     if type(p) is float and 0.0 < p < 1.0:  # the usual call (a layer's rate): valid, nothing special
         if not training or x.numel() == 0:
@@ -284,6 +306,7 @@ def dropout(x: Tensor, p: float | Tensor = 0.5, training: bool = True, inplace: 
         return x.copy_(_apply(x, seed, p, p_member))  # autograd sees a copy: no mask kept
     if plain_eager(x):
         if x.is_contiguous() and not x.is_neg():
+            written_in_place(x, "dropout")
             _run(x, x, int(seed), p, p_member)
         else:
             x.copy_(_apply(x, seed, p, p_member))

@@ -28,6 +28,7 @@ from . import _kernels_family as K
 from ._kernels import BLOCK, dense, supported
 from ._rng import bits_ref, draw_seed, draw_seed_int, mix_seed
 from ._functorch import register_autograd_and_twin
+from ._eager import written_in_place
 from .shared import eager_plain
 
 __all__ = ["gaussian_dropout", "gaussian_noise", "normal_ref", "gaussian_apply_ref", "add_member_noise_"]
@@ -228,6 +229,7 @@ def add_member_noise_(x: Tensor, sigma: np.ndarray, generator: torch.Generator |
     """
     if not (supported(x) and x.is_contiguous() and not x.is_neg()):
         return x.copy_(gaussian_noise(x, torch.from_numpy(sigma), generator=generator))
+    written_in_place(x, "add_member_noise_")
     k0, k1 = mix_seed(draw_seed_int(generator))
     K.normal_apply(x, x, k0, k1, sigma, True)
     return x

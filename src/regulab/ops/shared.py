@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._eager import plain_eager
+from ._eager import plain_eager, written_in_place
 from ._functorch import register_autograd_and_twin, tracks_gradient
 
 from .._validate import PROB, check_p, register
@@ -158,6 +158,8 @@ def apply_shared(x: Tensor, p: float, shape: Sequence[int], inplace: bool, mode:
         return x.mul_(zero) if inplace else x.mul(zero)
     shape = [int(s) for s in shape]
     if eager_plain(x):  # the same single draw, as a Python int
+        if inplace:
+            written_in_place(x, "dropout")
         return _apply(x, x if inplace else None, draw_seed_int(generator), p, shape, mode)
     seed = draw_seed(generator)
     op = _shared_scale_twin.call
@@ -176,7 +178,7 @@ def _check_noise_shape(where: str, x: Tensor, noise_shape) -> list[int]:
     if isinstance(noise_shape, (str, bytes)) or not isinstance(noise_shape, Sequence) or len(noise_shape) != x.dim():
         raise ValueError(format_error(where, "noise_shape", want, noise_shape))
     out = []
-    for s, d in zip(noise_shape, x.shape):
+    for s, d in zip(noise_shape, map(int, x.shape)):  # int: under torch.jit.trace sizes are 0-dim tensors
         s = d if s is None else s
         if not isinstance(s, numbers.Integral) or s not in (1, d):
             raise ValueError(format_error(where, "noise_shape", want, tuple(noise_shape)))

@@ -103,9 +103,11 @@ void masked_scale_kernel(const T* x, T* out, int64_t n, int64_t seed, uint32_t t
   }
 }
 
+// A plain strided CPU float32/float64 tensor with memory of its own: not nested, not a wrapper
+// (functorch's batched gradients of autograd.grad(is_grads_batched=True) have no storage).
 bool served(const at::Tensor& x) {
   return x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
-         x.layout() == at::kStrided;
+         x.layout() == at::kStrided && !x.is_nested() && x.has_storage();
 }
 
 // The masked, scaled copy of x (any strides, a negative view too) as a new contiguous tensor.
@@ -176,10 +178,18 @@ struct MaskedScale : public torch::autograd::Function<MaskedScale> {
     if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     const int64_t seed = ctx->saved_data["seed"].toInt(), thresh = ctx->saved_data["thresh"].toInt();
     const double scale = ctx->saved_data["scale"].toDouble();
+    const at::Tensor& grad = grads[0];
     // Linear in x: the backward is the op itself (recorded when create_graph asks for it).
-    at::Tensor g = served(grads[0]) ? MaskedScale::apply(grads[0], seed, thresh, scale) : at::Tensor();
-    TORCH_CHECK(g.defined(), "regulab dropout backward: a CPU float32/float64 gradient, got ", grads[0].toString());
-    return {g, at::Tensor(), at::Tensor(), at::Tensor()};
+    if (served(grad)) return {MaskedScale::apply(grad, seed, thresh, scale), at::Tensor(), at::Tensor(), at::Tensor()};
+    // Any other gradient (sparse from an embedding, batched, ...): times the mask, as a tensor of
+    // 0 and 1/(1 - p) made by the kernel from ones; torch's own ops then keep its layout.
+    at::Tensor mask;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      mask = masked_new(at::ones(grad.sizes(), at::TensorOptions().dtype(grad.scalar_type())), seed,
+                        static_cast<uint32_t>(thresh), scale);
+    }
+    return {grad.mul(mask), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
