@@ -433,6 +433,25 @@ def test_jit_trace_in_training_replays_the_draws(eager_path):
     assert not torch.equal(a, traced(x))  # a new draw each call, not a recorded mask or an empty buffer
 
 
+@pytest.mark.parametrize("make", [
+    lambda: torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last),
+    lambda: torch.randn(2, 3, 4, 8, 8).to(memory_format=torch.channels_last_3d),
+    lambda: torch.randn(40, 30).t(),
+    lambda: torch.randn(6, 8)[:, ::2],  # not dense: row-major, as torch
+], ids=["channels_last", "channels_last_3d", "transposed", "strided"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_output_laid_out_as_torchs(make, grad, eager_path):
+    x = make().requires_grad_(grad)
+    torch.manual_seed(7)
+    y = regulab.ops.dropout(x, 0.5)
+    assert y.stride() == F.dropout(x, 0.5).stride()
+    torch.manual_seed(7)
+    assert torch.equal(y, regulab.ops.dropout(x.contiguous(), 0.5))  # the same counters: logical order
+    if grad:
+        y.backward(torch.ones_like(y))
+        assert torch.equal(x.grad, (y != 0) * 2.0)
+
+
 def test_threads_are_capped_by_torch(monkeypatch):
     import threading
 

@@ -110,7 +110,9 @@ bool served(const at::Tensor& x) {
          x.layout() == at::kStrided && !x.is_nested() && x.has_storage();
 }
 
-// The masked, scaled copy of x (any strides, a negative view too) as a new contiguous tensor.
+// The masked, scaled copy of x (any strides, a negative view too). Counters follow x's logical
+// (row-major) order; the result is laid out as torch's elementwise ops lay out theirs: like x when x
+// is dense (channels_last, transposed), row-major otherwise.
 at::Tensor masked_new(const at::Tensor& x, int64_t seed, uint32_t t, double scale, int64_t base = 0) {
   const at::Tensor xc = (x.is_neg() ? x.resolve_neg() : x).contiguous();
   at::Tensor out = at::empty_like(xc);
@@ -120,6 +122,10 @@ at::Tensor masked_new(const at::Tensor& x, int64_t seed, uint32_t t, double scal
                                static_cast<float>(scale), base);
   } else {
     masked_scale_kernel<double>(xc.const_data_ptr<double>(), out.mutable_data_ptr<double>(), n, seed, t, scale, base);
+  }
+  if (!x.is_contiguous()) {
+    at::Tensor like = at::empty_like(x);
+    if (!like.is_contiguous()) return like.copy_(out);
   }
   return out;
 }
