@@ -314,3 +314,35 @@ def test_in_place_on_long_rows_moves_the_version_counter():
     assert x._version == 1
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         z.backward()
+
+
+def _permuted(x):
+    """The same values, dense but not row-major (dims stored in reverse order)."""
+    order = list(range(x.dim()))[::-1]
+    return x.permute(order).contiguous().permute(order)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if LAYERS[n].float_input])
+def test_any_dense_layout_gives_the_same_values(name):
+    # the counters follow the logical order: the layout of the input never changes the draws
+    spec = LAYERS[name]
+    m, x = spec.build().train(), spec.make_input()
+    xp = _permuted(x)
+    if xp.is_contiguous():
+        pytest.skip("a 1-d input has one layout")
+    torch.manual_seed(6)
+    a = m(xp)
+    torch.manual_seed(6)
+    b = m(x)
+    if spec.eval_identity:  # the op itself: exactly
+        assert torch.equal(a, b)
+    else:  # a GEMM follows (drop-connect): its summation order follows the layout
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_output_laid_out_as_the_torch_twins(name):
+    spec = LAYERS[name]
+    x = _permuted(spec.make_input())
+    ours, theirs = spec.build().train()(x), spec.torch_twin(**spec.kwargs()).train()(x)
+    assert ours.stride() == theirs.stride()

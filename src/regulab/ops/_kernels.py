@@ -23,7 +23,8 @@ from .._numba_cache import cached_njit
 from ._rng import GOLDEN, M1, M2, MASK32, RUN, RUN_SHIFT, _splitmix64
 
 __all__ = ["masked_scale", "set_threads", "supported", "word_at", "run_key", "run_word", "run_bounds", "RUN", "BLOCK",
-           "view_at", "flat_operands", "seed_keys", "masked_scale_new", "pick", "NUMBA_DTYPES", "dense"]
+           "view_at", "flat_operands", "seed_keys", "masked_scale_new", "pick", "NUMBA_DTYPES", "dense", "layout_of",
+           "laid_out_like"]
 
 
 KERNEL_SOURCES = sorted(Path(__file__).parent.glob("_*.py"))  # this folder's private kernel modules
@@ -202,6 +203,22 @@ def dense(x: torch.Tensor) -> torch.Tensor:
     conjugate, say) is resolved, as its memory holds −x and the kernels read memory."""
     xc = x.contiguous()
     return xc.resolve_neg() if xc.is_neg() else xc
+
+
+def layout_of(x: torch.Tensor) -> torch.Tensor:
+    """An empty tensor laid out as an elementwise op's output on ``x`` (what the custom ops' fakes
+    return): like ``x`` when ``x`` is dense but not row-major (channels_last, transposed), as
+    torch's own elementwise ops, and row-major otherwise."""
+    return torch.empty_like(x, memory_format=torch.contiguous_format) if x.is_contiguous() else torch.empty_like(x)
+
+
+def laid_out_like(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y``, a kernel's row-major result on :func:`dense` ``x``, laid out as :func:`layout_of` says.
+    The counters follow the logical order either way, so the draws do not depend on the layout."""
+    if x.is_contiguous():
+        return y
+    like = torch.empty_like(x)
+    return y if like.is_contiguous() else like.copy_(y)
 
 
 _threads = threading.local()  # numba's thread count is per calling thread

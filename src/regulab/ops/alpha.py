@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._validate import PROB, check_p, register
-from ._kernels import dense, supported
+from ._kernels import dense, laid_out_like, layout_of, supported
 from ._kernels_family import alpha_affine
 from ._rng import bits_ref, draw_seed, draw_seed_int, keep_threshold, mix_seed
 from ._eager import written_in_place
@@ -79,12 +79,12 @@ def _run(x: Tensor, out: Tensor, seed: int, p: float, linear: bool) -> Tensor:
 def alpha_affine_op(x: Tensor, seed: Tensor, p: float, linear: bool) -> Tensor:
     """Per-element seeded alpha dropout (``linear``: its gradient, ``x·a`` or ``x·0``)."""
     xc = dense(x)
-    return _run(xc, torch.empty_like(xc), int(seed), p, linear)
+    return laid_out_like(x, _run(xc, torch.empty_like(xc), int(seed), p, linear))
 
 
 @alpha_affine_op.register_fake
 def _(x, seed, p, linear):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return layout_of(x)
 
 
 def _setup_context(ctx, inputs, output):
@@ -138,6 +138,8 @@ def alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: boo
         if inplace and xc is x:
             written_in_place(x, "alpha_dropout")
         y = _run(xc, xc if inplace and xc is x else torch.empty_like(xc), draw_seed_int(generator), p, False)
+        if not inplace:
+            y = laid_out_like(x, y)
     else:
         y = _alpha_twin.call(x, draw_seed(generator), p, False)
     return x if y is x else (x.copy_(y) if inplace else y)

@@ -105,7 +105,7 @@ def _run(x: Tensor, out: Tensor, seed: int, p: float, p_member: Tensor | None) -
 
 
 def _fresh(x: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
-    """The masked, scaled copy of ``x`` as a new tensor laid out as :func:`_layout_of` says: straight
+    """The masked, scaled copy of ``x`` as a new tensor laid out as ``_kernels.layout_of`` says: straight
     into the kernel for a CPU float32/float64 ``x`` with one rate (a training step's call), else
     :func:`_run`. Counters follow ``x``'s logical (row-major) order whatever its strides."""
     xc = _kernels.dense(x)
@@ -116,16 +116,7 @@ def _fresh(x: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
             y = _kernels.masked_scale_new(xc, seed, scales[0], scales[1])
     if y is None:
         y = _run(xc, torch.empty_like(xc), seed, p, p_member)
-    if x.is_contiguous():
-        return y
-    like = torch.empty_like(x)
-    return y if like.is_contiguous() else like.copy_(y)
-
-
-def _layout_of(x: Tensor) -> Tensor:
-    """An empty tensor laid out as the op's output: like ``x`` when ``x`` is dense but not row-major
-    (channels_last, transposed: as torch's elementwise ops), row-major otherwise."""
-    return torch.empty_like(x, memory_format=torch.contiguous_format) if x.is_contiguous() else torch.empty_like(x)
+    return _kernels.laid_out_like(x, y)
 
 
 @torch.library.custom_op("regulab::masked_scale", mutates_args=())
@@ -136,7 +127,7 @@ def masked_scale(x: Tensor, seed: Tensor, p: float, p_member: Tensor | None = No
 
 @masked_scale.register_fake
 def _(x, seed, p, p_member=None):
-    return _layout_of(x)
+    return _kernels.layout_of(x)
 
 
 def _setup_context(ctx, inputs, output):

@@ -25,7 +25,7 @@ from torch import Tensor
 from .._validate import NONNEG, PROB_OPEN_RIGHT, all_within, check, check_p, register
 from ..errors import format_error
 from . import _kernels_family as K
-from ._kernels import BLOCK, dense, supported
+from ._kernels import BLOCK, dense, laid_out_like, layout_of, supported
 from ._rng import bits_ref, draw_seed, draw_seed_int, mix_seed
 from ._functorch import register_autograd_and_twin
 from ._eager import written_in_place
@@ -142,8 +142,9 @@ def _run(x: Tensor, seed: int, sigma: float, additive: bool, member_sigma: Tenso
         k0, k1 = mix_seed(seed)
         sig = _sigma_array(sigma) if member_sigma is None else _rows(member_sigma, xc.numel(), "cpu")[0].numpy()
         K.normal_apply(xc, out, k0, k1, sig, additive)
-        return out
-    return out.copy_(gaussian_apply_ref(xc, seed, sigma if member_sigma is None else member_sigma, additive))
+        return laid_out_like(x, out)
+    return laid_out_like(x, out.copy_(gaussian_apply_ref(xc, seed, sigma if member_sigma is None else member_sigma,
+                                                         additive)))
 
 
 @torch.library.custom_op("regulab::gaussian_apply", mutates_args=())
@@ -168,7 +169,7 @@ def _apply(x: Tensor, generator: torch.Generator | None, sigma: float, additive:
 
 @gaussian_apply.register_fake
 def _(x, seed, sigma, additive, member_sigma=None):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return layout_of(x)
 
 
 def _setup_context(ctx, inputs, output):
