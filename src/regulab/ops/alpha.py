@@ -135,9 +135,10 @@ def alpha_dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: boo
         return x.mul_(zero) if inplace else x.mul(zero)
     if eager_plain(x):  # no graph needed: skip the custom-op dispatch; the seed as a Python int
         xc = dense(x)  # x itself when contiguous and not a negative view: then in place
-        if inplace and xc is x:
+        own = inplace and xc is x
+        if own:
             written_in_place(x, "alpha_dropout")
-        y = _run(xc, xc if inplace and xc is x else torch.empty_like(xc), draw_seed_int(generator), p, False)
+        y = _run(xc, xc if own else torch.empty_like(xc), draw_seed_int(generator), p, False)
         if not inplace:
             y = laid_out_like(x, y)
     else:

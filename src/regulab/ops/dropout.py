@@ -109,12 +109,10 @@ def _fresh(x: Tensor, seed: int, p: float, p_member: Tensor | None) -> Tensor:
     into the kernel for a CPU float32/float64 ``x`` with one rate (a training step's call), else
     :func:`_run`. Counters follow ``x``'s logical (row-major) order whatever its strides."""
     xc = _kernels.dense(x)
-    y = None
-    if p_member is None and xc.is_cpu:
-        scales = _scalar_kernel_scales(p, xc.dtype)
-        if scales is not None:
-            y = _kernels.masked_scale_new(xc, seed, scales[0], scales[1])
-    if y is None:
+    scales = _scalar_kernel_scales(p, xc.dtype) if p_member is None and xc.is_cpu else None
+    if scales is not None:
+        y = _kernels.masked_scale_new(xc, seed, scales[0], scales[1])
+    else:
         y = _run(xc, torch.empty_like(xc), seed, p, p_member)
     return _kernels.laid_out_like(x, y)
 

@@ -142,9 +142,9 @@ def _run(x: Tensor, seed: int, sigma: float, additive: bool, member_sigma: Tenso
         k0, k1 = mix_seed(seed)
         sig = _sigma_array(sigma) if member_sigma is None else _rows(member_sigma, xc.numel(), "cpu")[0].numpy()
         K.normal_apply(xc, out, k0, k1, sig, additive)
-        return laid_out_like(x, out)
-    return laid_out_like(x, out.copy_(gaussian_apply_ref(xc, seed, sigma if member_sigma is None else member_sigma,
-                                                         additive)))
+    else:
+        out.copy_(gaussian_apply_ref(xc, seed, sigma if member_sigma is None else member_sigma, additive))
+    return laid_out_like(x, out)
 
 
 @torch.library.custom_op("regulab::gaussian_apply", mutates_args=())
